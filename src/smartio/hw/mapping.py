@@ -113,21 +113,21 @@ class CpuMapping:
         """Re-translate and re-map pieces whose target changed. Returns True if any did."""
         port = self.manager.fabric.port(self.requester)
         new: list[_Piece] = []
-        for p in port.translate(self.addr, self.size, write=self.writable):
-            target = (str(p.obj.path), p.offset) if p.obj is not None else None
-            new.append(_Piece(p.addr - self.addr, p.length, target))
+        for piece in port.translate(self.addr, self.size, write=self.writable):
+            target = (str(piece.obj.path), piece.offset) if piece.obj is not None else None
+            new.append(_Piece(piece.addr - self.addr, piece.length, target))
         if [(p.start, p.length, p.target) for p in new] == \
                 [(p.start, p.length, p.target) for p in self.pieces]:
             return False
         old = {(p.start, p.length): p.target for p in self.pieces}
-        for p in new:
-            if (p.start, p.length) in old and old[(p.start, p.length)] == p.target:
+        for np_ in new:
+            if old.get((np_.start, np_.length), False) == np_.target:
                 continue
-            self._map_piece(p, port)
+            self._map_piece(np_)
         self.pieces = new
         return True
 
-    def _map_piece(self, p: _Piece, port: object) -> None:
+    def _map_piece(self, p: _Piece) -> None:
         addr = self.base + p.start
         if p.target is None:
             ones = self.manager.ones

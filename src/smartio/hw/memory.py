@@ -1,9 +1,9 @@
 """Shared-memory objects: host RAM, device BARs and fabric tables that every process of a
 cluster on this machine can map (DESIGN §3.4).
 
-Each object is a file under ``/dev/shm`` named ``smartio.<cluster>.<what>`` (cluster names have no dots, so one cluster's prefix
-never matches another's); files are
-sparse, so a 2 GiB host costs only the pages that are touched. ``cleanup_cluster`` removes
+Each object is a file under ``/dev/shm`` named ``smartio.<cluster>.<what>`` (cluster names
+have no dots, so one cluster's prefix never matches another's); files are sparse, so a
+2 GiB host costs only the pages that are touched. ``cleanup_cluster`` removes
 every object of a cluster (used by teardown and by the next start after a crash).
 """
 

@@ -8,6 +8,7 @@ cluster-switch fabric, which is a tree, so the path between two adapters is uniq
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import networkx as nx
@@ -71,8 +72,7 @@ class NtFabric:
             except (nx.NetworkXNoPath, nx.NodeNotFound):
                 self._cache[key] = None
             else:
-                links = tuple(min(self.graph[u][v]) for u, v in zip(nodes, nodes[1:],
-                                                                     strict=False))
+                links = tuple(min(self.graph[u][v]) for u, v in itertools.pairwise(nodes))
                 self._cache[key] = Route(tuple(nodes), links)
         return self._cache[key]
 

@@ -1,4 +1,4 @@
-"""Topology: the TOML format, its validation, presets and the fabric graph (paper §3, DESIGN §3.1)."""
+"""Topology: the TOML format, its validation and the presets (paper §3, DESIGN §3.1)."""
 
 from __future__ import annotations
 
