@@ -297,7 +297,7 @@ class _Validator:
         model = ENDPOINTS[e.model]
         upstream = self._placement(p, None, None, e.at, "endpoint")
         params: dict[str, ParamValue] = {}
-        for key, (kind, default) in model.params.items():
+        for key, (_kind, default) in model.params.items():
             params[key] = default  # type: ignore[assignment]
         for key, value in e.params.items():
             kp = (*p, "params", key)
@@ -368,7 +368,7 @@ class _Validator:
             if s.upstream is not None:
                 tree.add_edge(s.upstream.element, s.name)
                 where[(s.upstream.element, s.name)] = ("switches", i)
-        for i, e in enumerate(spec.endpoints):
+        for e in spec.endpoints:
             tree.add_edge(e.upstream.element, e.name)
         for i, lk in enumerate(spec.links):
             g = nt if self._is_nt(lk.a) else tree

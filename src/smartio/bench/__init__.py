@@ -1,0 +1,1 @@
+"""Benchmarks behind ``smartio bench``: side-by-side measurements reported as ratios."""
