@@ -14,6 +14,7 @@ import click
 
 from smartio import __version__
 from smartio.cli.bench import bench
+from smartio.cli.cluster import cluster, link, node
 from smartio.cli.demo import demo
 from smartio.cli.topology import topology
 from smartio.errors import SmartIOError
@@ -31,6 +32,9 @@ def cli(verbose: int) -> None:
 cli.add_command(topology)
 cli.add_command(bench)
 cli.add_command(demo)
+cli.add_command(cluster)
+cli.add_command(node)
+cli.add_command(link)
 
 
 def main() -> None:

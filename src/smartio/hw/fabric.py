@@ -25,6 +25,7 @@ from smartio.hw.memory import (
     list_cluster_objects,
     object_path,
 )
+from smartio.hw.multicast import MulticastTable
 from smartio.hw.ntb import NtbAdapter
 from smartio.hw.route import NtFabric, Route, tree_route
 from smartio.hw.state import FabricState
@@ -61,6 +62,7 @@ class Fabric:
             self.adapters[a.id] = NtbAdapter(self.state, a, self.state.adapters[a.id],
                                              fn.bar(2).base, ids, links)
         self.iommus = {h.name: Iommu(self.state, self.state.iommus[h.name]) for h in topo.hosts}
+        self.multicast = MulticastTable(self.state, ids)
         self._ports: dict[Requester, TranslationPort] = {}
         self._route_cache: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Route] = {}
 
@@ -71,15 +73,18 @@ class Fabric:
         """Create a cluster's memory objects, removing a crashed run's leftovers first."""
         check_cluster_name(cluster)
         if object_path(cluster, "fabric").exists():
+            live: list[int] = []
+            # Unreadable or mismatched tables are leftovers too; only a live mapper is Busy
+            # (raised outside the suppress, which would otherwise swallow it).
             with contextlib.suppress(Exception):
                 old = FabricState(cluster, topo, create=False)
                 try:
                     live = old.mappers_behind(1 << 62)
                 finally:
                     old.close()
-                if live:
-                    raise Busy(f"cluster {cluster!r} is in use by processes {live}; stop it "
-                               "first or pick another cluster name")
+            if live:
+                raise Busy(f"cluster {cluster!r} is in use by processes {live}; stop it "
+                           "first or pick another cluster name")
             removed = cleanup_cluster(cluster)
             log.warning("fabric_cleanup: removed %d leftover objects of cluster %r",
                         len(removed), cluster)
@@ -227,6 +232,10 @@ class Fabric:
     def link_is_up(self, index: int) -> bool:
         return bool(self.state.q[self.state.links + index])
 
+    def link_down_count(self, index: int) -> int:
+        """How many times link ``index`` has gone down since the cluster was created."""
+        return self.state.q[self.state.link_downs + index]
+
     def link_set(self, name: str, up: bool, *, timeout: float = 5.0) -> list[int]:
         """Bring links up or down; waits until every process's CPU mappings follow.
 
@@ -234,7 +243,10 @@ class Fabric:
         """
         with self.state.locked():
             for i in self.link_index(name):
-                self.state.q[self.state.links + i] = int(up)
+                q = self.state.q
+                if q[self.state.links + i] and not up:
+                    q[self.state.link_downs + i] += 1
+                q[self.state.links + i] = int(up)
             gen = self.state.bump()
         log.info("link_%s: %s (generation %d)", "up" if up else "down", name, gen)
         deadline = time.monotonic() + timeout

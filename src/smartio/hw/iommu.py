@@ -167,6 +167,8 @@ class Iommu:
         """Translate one IOVA: (physical address, writable, offset in page, bytes left in
         page), or None when nothing is mapped there."""
         root = self._root(domain)
+        if not 0 <= iova < IOVA_LIMIT:  # beyond the 48-bit input range: never aliases
+            return None
         hit = self._walk(root, iova)
         if hit is None:
             return None

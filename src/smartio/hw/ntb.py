@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smartio.errors import IllegalParameter, MaxEntries, OutOfRange
-from smartio.hw.state import VALID, AdapterLayout, FabricState
+from smartio.hw.state import MC_FLAG, MC_GROUPS, VALID, AdapterLayout, FabricState
 from smartio.hw.topology.schema import AdapterSpec
 
 
@@ -23,6 +23,7 @@ class LutEntry:
     index: int
     peer: str  # adapter id "host:adapter" whose host domain the address lives in
     addr: int
+    group: int = -1  # a multicast group instead of a peer (peer is then "")
 
 
 class NtbAdapter:
@@ -60,6 +61,17 @@ class NtbAdapter:
             q[w] = VALID | self._ids.index(peer)
             self.state.bump()
 
+    def peer_mw_set_multicast(self, index: int, group: int) -> None:
+        """Point slice ``index`` at multicast group ``group``: posted writes to it are
+        replicated by the fabric to every member of the group (PCIe multicast, §6.5)."""
+        self._check_index(index)
+        if not 0 <= group < MC_GROUPS:
+            raise OutOfRange(f"{self.id}: multicast group {group} out of range 0..{MC_GROUPS - 1}")
+        with self.state.locked():
+            self.state.q[self.layout.lut + 3 * index + 1] = 0
+            self.state.q[self.layout.lut + 3 * index] = VALID | MC_FLAG | group
+            self.state.bump()
+
     def peer_mw_clear_trans(self, index: int) -> None:
         self._check_index(index)
         with self.state.locked():
@@ -71,6 +83,8 @@ class NtbAdapter:
         w = self.state.q[self.layout.lut + 3 * index]
         if not w & VALID:
             return None
+        if w & MC_FLAG:
+            return LutEntry(index, "", 0, w & 0xFFFF)
         return LutEntry(index, self._ids[w & 0xFFFF], self.state.q[self.layout.lut + 3 * index + 1])
 
     def lut_entries(self) -> list[LutEntry]:

@@ -45,6 +45,10 @@ IOMMU_DOMAINS = 64
 IOMMU_POOL_PAGES = 4096  # 16 MiB of 4 KiB table pages per host (sparse)
 IOMMU_FAULTS = 64  # fault ring entries, 4 words each: rid | write<<16, addr, kind, seq
 PT_WORDS = 512
+MC_GROUPS = 16  # multicast groups in the cluster fabric (PCIe multicast, paper §6.5)
+MC_MEMBERS = 32
+MC_FLAG = 1 << 62  # an address-LUT entry that targets a multicast group
+MC_GROUP_WORDS = 1 + 2 * MC_MEMBERS
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class FabricState:
         words = MAPPER_BASE + 2 * MAPPER_SLOTS
         self.links = words
         words += len(topo.links)
+        self.link_downs = words  # times each link went down (for SISCI sequence checks)
+        words += len(topo.links)
+        # Multicast groups: per group a header word (VALID when allocated), then
+        # MC_MEMBERS x (VALID | adapter index, address in that adapter's host).
+        self.multicast = words
+        words += MC_GROUPS * MC_GROUP_WORDS
         self.adapters: dict[str, AdapterLayout] = {}
         for i, a in enumerate(topo.adapters):
             lut = words
@@ -137,7 +147,9 @@ class FabricState:
         with self.locked():
             for s in range(MAPPER_SLOTS):
                 w = MAPPER_BASE + 2 * s
-                if self.q[w] in (0, pid) or not _alive(self.q[w]):
+                # Never share a slot with another mapper of this same process (a second
+                # Fabric handle): its release would stop link_set waiting for ours.
+                if self.q[w] == 0 or not _alive(self.q[w]):
                     self.q[w] = pid
                     self.q[w + 1] = self.q[H_GEN]
                     return s
@@ -179,4 +191,5 @@ def _alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["VALID", "AdapterLayout", "FabricState", "IommuLayout"]
+__all__ = ["MC_FLAG", "MC_GROUPS", "MC_GROUP_WORDS", "MC_MEMBERS", "VALID", "AdapterLayout",
+           "FabricState", "IommuLayout"]

@@ -36,6 +36,7 @@ LINK_DOWN = "link-down"
 IOMMU_FAULT = "iommu-fault"
 NO_RID = "no-requester-entry"  # requester not in the egress NTB's requester-ID LUT
 NO_PATH = "no-path"  # LUT names an adapter the fabric cannot reach
+MULTICAST = "multicast"  # a posted write replicated to a multicast group's members
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class Piece:
     offset: int
     status: str
     route: Route
+    group: int = -1  # multicast group (status MULTICAST); offset is then into the slice
+    egress: str = ""  # the NTB adapter the multicast write leaves through
 
     @property
     def ok(self) -> bool:
@@ -68,6 +71,8 @@ class _Extent:
     offset: int
     status: str
     route: Route
+    group: int = -1
+    egress: str = ""
 
 
 class Translator:
@@ -142,6 +147,9 @@ class Translator:
                 return _Extent(start, end, None, 0, UNMAPPED, route)
             if not ntb.rid_has(rid):
                 return _Extent(start, end, None, 0, NO_RID, route)
+            if entry.group >= 0:
+                return _Extent(start, end, None, cur - (addr - start) - slice_start, MULTICAST,
+                               route, entry.group, ntb.id)
             nt = fab.nt.route(ntb.id, entry.peer)
             if nt is None:
                 return _Extent(start, end, None, 0, NO_PATH, route)
@@ -182,7 +190,8 @@ class TranslationPort:
         if ext is None:
             self.misses += 1
             ext = self._slow.resolve(self.requester, addr, write)
-            self._cache[key] = ext
+            if ext.status != IOMMU_FAULT:  # like an IOTLB, never cache a fault: each
+                self._cache[key] = ext  # faulting DMA must be recorded at the IOMMU
         return ext
 
     def translate(self, addr: int, size: int, write: bool = False) -> list[Piece]:
@@ -192,8 +201,8 @@ class TranslationPort:
         while left > 0:
             ext = self.lookup(cur, write)
             n = min(left, ext.end - cur)
-            off = ext.offset + (cur - ext.start) if ext.obj is not None else 0
-            out.append(Piece(cur, n, ext.obj, off, ext.status, ext.route))
+            off = ext.offset + (cur - ext.start) if ext.obj is not None or ext.group >= 0 else 0
+            out.append(Piece(cur, n, ext.obj, off, ext.status, ext.route, ext.group, ext.egress))
             cur += n
             left -= n
         return out
@@ -216,7 +225,22 @@ class TranslationPort:
             if p.obj is not None:
                 p.obj.view[p.offset: p.offset + p.length] = mv[pos: pos + p.length]
                 done += p.length
+            elif p.group >= 0:
+                done += self._multicast(p, mv[pos: pos + p.length])
             pos += p.length
+        return done
+
+    def _multicast(self, p: Piece, data: memoryview) -> int:
+        """Replicate a posted write to every member of a group, as the switch does."""
+        fab = self.fabric
+        done = 0
+        for m in fab.multicast.members(p.group):
+            nt = fab.nt.route(p.egress, m.adapter)
+            if nt is None or not fab.links_up(nt.links):
+                continue  # that member's copy is lost, like any write on a dead path
+            peer = fab.adapters[m.adapter]
+            ingress = fab.port(fab.function(peer.id))
+            done += ingress.write(m.addr + p.offset, data)
         return done
 
 

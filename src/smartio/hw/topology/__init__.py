@@ -36,6 +36,20 @@ def load_preset(name: str) -> TopologySpec:
     return loads_topology(f.read_text(), source=f"preset:{name}")
 
 
+def topology_text(spec: str | Path | None) -> tuple[str, str]:
+    """(TOML text, source name) of a topology file or preset, for saving alongside a run."""
+    if spec is None:
+        spec = DEFAULT_PRESET
+    p = Path(spec)
+    if p.suffix == ".toml" or p.exists():
+        return p.read_text(), str(p)
+    files = resources.files("smartio.hw.topology").joinpath("presets")
+    f = files.joinpath(f"{spec}.toml")
+    if not f.is_file():
+        raise NotFound(f"no topology preset named {spec!r}; presets: {', '.join(preset_names())}")
+    return f.read_text(), f"preset:{spec}"
+
+
 def resolve_topology(spec: str | Path | None) -> TopologySpec:
     """Load a topology from a file path or a preset name (the default preset when None)."""
     if spec is None:
@@ -60,4 +74,5 @@ __all__ = [
     "loads_topology",
     "preset_names",
     "resolve_topology",
+    "topology_text",
 ]
