@@ -39,3 +39,45 @@ def fabric_cmd(rounds: int, reps: int, seconds: float, as_json: bool) -> None:
     con.print(t)
     con.print(f"remote/local median ratio: {pp['remote_local_median_ratio']:.3f} "
                   f"(p99 ratio {pp['remote_local_p99_ratio']:.3f})")
+
+
+@bench.command("segment")
+@click.option("--rounds", default=20000, show_default=True, help="Round trips per run.")
+@click.option("--reps", default=2, show_default=True, help="Interleaved local/remote runs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def segment_cmd(rounds: int, reps: int, as_json: bool) -> None:
+    """Ping-pong between two programs through a local and a remote SISCI segment."""
+    from smartio.bench.sisci import bench_segment
+
+    res = bench_segment(rounds, reps)
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        return
+    con = console()
+    t = Table("segment", "median µs", "p99 µs", "samples",
+              title="8-byte ping-pong between two programs (SISCI segment)")
+    for k in ("local", "remote"):
+        t.add_row(k, f"{res[k]['median_us']:.2f}", f"{res[k]['p99_us']:.2f}", str(res[k]["n"]))
+    con.print(t)
+    con.print(f"remote/local median ratio: {res['remote_local_median_ratio']:.3f} "
+              f"(p99 ratio {res['remote_local_p99_ratio']:.3f})")
+
+
+@bench.command("dma")
+@click.option("--max-size", default="64MiB", show_default=True, help="Largest transfer.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dma_cmd(max_size: str, as_json: bool) -> None:
+    """DMA queue throughput, 4 KiB … 64 MiB, both directions."""
+    from smartio.bench.sisci import SIZES, bench_dma
+    from smartio.hw.units import format_size, parse_size
+
+    limit = parse_size(max_size)
+    res = bench_dma([s for s in SIZES if s <= limit] or [limit])
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        return
+    t = Table("size", "write GB/s", "read GB/s", "reps", title=f"DMA queue: {res['direction']}")
+    for r in res["rows"]:
+        t.add_row(format_size(r["size"]), f"{r['write_gbps']:.2f}", f"{r['read_gbps']:.2f}",
+                  str(r["reps"]))
+    console().print(t)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from smartio.hw.ids import Requester
 from smartio.hw.translate import TranslationPort
 
-CHUNK = 4 << 20  # bytes moved per step, so a huge transfer never holds one translation long
+CHUNK = 16 << 20  # bytes moved per step, so a huge transfer never holds one translation long
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from smartio.hw.memory import (
 )
 from smartio.hw.multicast import MulticastTable
 from smartio.hw.ntb import NtbAdapter
-from smartio.hw.route import NtFabric, Route, tree_route
+from smartio.hw.route import NtFabric, Route, link_pairs, tree_route, with_links
 from smartio.hw.state import FabricState
 from smartio.hw.topology.schema import TopologySpec
 from smartio.hw.translate import TranslationPort
@@ -48,9 +48,7 @@ class Fabric:
         self.nt = NtFabric(topo)
         self._objs: dict[str, MemoryObject] = {}
         self._closed = False
-        self._link_by_pair: dict[frozenset[str], int] = {}
-        for i, lk in enumerate(topo.links):
-            self._link_by_pair[frozenset((lk.a.element, lk.b.element))] = i
+        self._link_by_pair = link_pairs(topo)
         if create:
             self._create_objects()
         self.state = FabricState(cluster, topo, create=create)
@@ -174,11 +172,7 @@ class Fabric:
         key = (src, dst, via_root)
         r = self._route_cache.get(key)
         if r is None:
-            r = tree_route(src, dst, via_root)
-            links = tuple(self._link_by_pair[frozenset(p)] for p in zip(r.hops, r.hops[1:],
-                                                                         strict=False)
-                          if frozenset(p) in self._link_by_pair)
-            r = Route(r.hops, links)
+            r = with_links(tree_route(src, dst, via_root), self._link_by_pair)
             self._route_cache[key] = r
         return r
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from smartio.errors import NotFound
 from smartio.hw.enumeration import HostMap
 from smartio.hw.models import ADAPTERS, SWITCHES
-from smartio.hw.route import NtFabric, Route, tree_route
+from smartio.hw.route import NtFabric, Route, link_pairs, tree_route, with_links
 from smartio.hw.topology.schema import TopologySpec
 
 
@@ -35,6 +35,7 @@ class PathFinder:
         self.topo = topo
         self.maps = maps
         self.nt = nt or NtFabric(topo)
+        self._pairs = link_pairs(topo)
         self._kinds: dict[str, Hop] = {}
         for h in topo.hosts:
             self._kinds[h.name] = Hop(h.name, "root", "root complex")
@@ -55,7 +56,7 @@ class PathFinder:
             fn = hmap.functions.get(name)
             if fn is not None:
                 return fn.host, fn.chain
-        names = sorted(self._kinds)
+        names = sorted(n for n, hop in self._kinds.items() if hop.kind != "switch")
         raise NotFound(f"no host or function named {name!r}; known: {', '.join(names[:20])}"
                        + (" ..." if len(names) > 20 else ""))
 
@@ -64,7 +65,7 @@ class PathFinder:
         ha, ca = self._locate(a)
         hb, cb = self._locate(b)
         if ha == hb:
-            return tree_route(ca, cb, via_root)
+            return with_links(tree_route(ca, cb, via_root), self._pairs)
         best: Route | None = None
         for ea in self.topo.host(ha).adapters:
             for eb in self.topo.host(hb).adapters:
@@ -73,7 +74,8 @@ class PathFinder:
                     continue
                 fa = self.maps[ha].functions[ea.id].chain
                 fb = self.maps[hb].functions[eb.id].chain
-                r = tree_route(ca, fa, via_root) + nt + tree_route(fb, cb, via_root)
+                r = (with_links(tree_route(ca, fa, via_root), self._pairs) + nt
+                     + with_links(tree_route(fb, cb, via_root), self._pairs))
                 if best is None or len(r.hops) < len(best.hops):
                     best = r
         if best is None:

@@ -49,6 +49,18 @@ def tree_route(src_chain: tuple[str, ...], dst_chain: tuple[str, ...],
     return Route(src_chain + tuple(reversed(dst_chain[:-1])))
 
 
+def link_pairs(topo: TopologySpec) -> dict[frozenset[str], int]:
+    """Map each pair of elements joined by a cable to the cable's link index."""
+    return {frozenset((lk.a.element, lk.b.element)): i for i, lk in enumerate(topo.links)}
+
+
+def with_links(route: Route, pairs: dict[frozenset[str], int]) -> Route:
+    """The route with the cables between consecutive hops filled in."""
+    links = tuple(pairs[frozenset(p)] for p in itertools.pairwise(route.hops)
+                  if frozenset(p) in pairs)
+    return Route(route.hops, links)
+
+
 class NtFabric:
     """The non-transparent part of the fabric: NTB adapter ports, cluster switches, cables."""
 
@@ -77,4 +89,4 @@ class NtFabric:
         return self._cache[key]
 
 
-__all__ = ["NtFabric", "Route", "tree_route"]
+__all__ = ["NtFabric", "Route", "link_pairs", "tree_route", "with_links"]

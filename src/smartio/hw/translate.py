@@ -128,11 +128,15 @@ class Translator:
             start = max(start, addr - (cur - region.start))
             if region.kind == "ram":
                 r = route + fab.host_route(src_chain, (host,), via_root)
+                if r.links and not fab.links_up(r.links):
+                    return _Extent(start, end, None, 0, LINK_DOWN, r)
                 return _Extent(start, end, fab.ram(host), region.offset + (cur - region.start),
                                OK, r)
             fn = hmap.functions[region.owner]
             if region.kind == "bar":
                 r = route + fab.host_route(src_chain, fn.chain, via_root)
+                if r.links and not fab.links_up(r.links):  # e.g. an expansion-chassis cable
+                    return _Extent(start, end, None, 0, LINK_DOWN, r)
                 obj = fab.bar(region.owner, region.bar)
                 return _Extent(start, end, obj, cur - region.start, OK, r)
             # 3. An NTB window: LUT entry, requester-ID LUT, link state, next domain.
@@ -142,6 +146,8 @@ class Translator:
             end = min(end, addr + (slice_start + ntb.slice_size - cur))
             start = max(start, addr - (cur - slice_start))
             route = route + fab.host_route(src_chain, fn.chain, via_root)
+            if route.links and not fab.links_up(route.links):
+                return _Extent(start, end, None, 0, LINK_DOWN, route)
             entry = ntb.peer_mw_get_trans(index)
             if entry is None:
                 return _Extent(start, end, None, 0, UNMAPPED, route)

@@ -213,6 +213,8 @@ class HostSisci:
     def unmap(self, owner: str, conn_id: int, map_id: int) -> None:
         conn = self.connection(owner, conn_id)
         rng = conn.maps.pop(map_id, None)
+        if rng is None and conn.lost:
+            return  # the peer dropped the segment; its LUT entries were already cleared
         if rng is None:
             raise IllegalOperation(f"map {map_id} of connection {conn_id} is not mapped")
         self.driver.lut_unmap(rng)

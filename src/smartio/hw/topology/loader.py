@@ -242,8 +242,8 @@ class _Validator:
         if ram < 16 * MiB or ram % (2 * MiB):
             self.ctx.fail((*p, "ram"), "bad RAM size", h.ram,
                           "at least 16MiB and a multiple of 2MiB")
-        if not 1 <= h.cpus <= 8:
-            self.ctx.fail((*p, "cpus"), "bad CPU count", h.cpus, "1..8 CPU sockets")
+        if not 1 <= h.cpus <= 4:
+            self.ctx.fail((*p, "cpus"), "bad CPU count", h.cpus, "1..4 CPU sockets")
         adapters = []
         for j, a in enumerate(h.adapters):
             ap = (*p, "adapters", j)
