@@ -26,8 +26,8 @@ SEGMENT_ID = 0x5E6
 LENDER, BORROWER = "lender", "borrower"
 
 
-def _ponger(cluster: str, rounds: int, ready: Any, go: Any) -> None:
-    with sisci.open(LENDER, cluster, "bench-ponger") as sd:
+def _ponger(cluster: str, host: str, rounds: int, ready: Any, go: Any) -> None:
+    with sisci.open(host, cluster, "bench-ponger") as sd:
         seg = sd.create_segment(4096, SEGMENT_ID)
         seg.prepare(0)
         seg.set_available(0)
@@ -45,7 +45,6 @@ def _pinger(cluster: str, host: str, node_id: int, rounds: int, out: Any) -> Non
     with sisci.open(host, cluster, "bench-pinger") as sd:
         rs = sd.connect_segment(node_id, SEGMENT_ID, 0, timeout=10)
         mp_ = rs.map()
-        assert isinstance(mp_, sisci.Map)
         q = mp_.view.cast("Q")
         samples = []
         clock = time.perf_counter_ns
@@ -59,11 +58,13 @@ def _pinger(cluster: str, host: str, node_id: int, rounds: int, out: Any) -> Non
         out.send(samples[rounds // 10:])
 
 
-def _pingpong(cluster: str, host: str, node_id: int, rounds: int) -> list[int]:
+def pingpong(cluster: str, owner: str, host: str, node_id: int, rounds: int) -> list[int]:
+    """Round trips (ns) between a program on ``host`` and one on ``owner``, through a
+    segment of ``owner`` (node id ``node_id``) that the pinger maps."""
     ctx = mp.get_context("spawn")
     ready, go = ctx.Event(), ctx.Event()
     rx, tx = ctx.Pipe(duplex=False)
-    ponger = ctx.Process(target=_ponger, args=(cluster, rounds, ready, go))
+    ponger = ctx.Process(target=_ponger, args=(cluster, owner, rounds, ready, go))
     ponger.start()
     pinger = None
     try:
@@ -85,7 +86,7 @@ def _pingpong(cluster: str, host: str, node_id: int, rounds: int) -> list[int]:
                     p.join()
 
 
-def _stats(ns: list[int]) -> dict[str, float]:
+def stats(ns: list[int]) -> dict[str, float]:
     s = sorted(ns)
     return {"median_us": statistics.median(s) / 1000, "p99_us": s[int(len(s) * 0.99)] / 1000,
             "n": len(s)}
@@ -100,9 +101,9 @@ def bench_segment(rounds: int = 20000, reps: int = 2) -> dict[str, Any]:
         local: list[int] = []
         remote: list[int] = []
         for _ in range(reps):
-            local += _pingpong(cluster, LENDER, node, rounds)
-            remote += _pingpong(cluster, BORROWER, node, rounds)
-        ls, rs = _stats(local), _stats(remote)
+            local += pingpong(cluster, LENDER, LENDER, node, rounds)
+            remote += pingpong(cluster, LENDER, BORROWER, node, rounds)
+        ls, rs = stats(local), stats(remote)
         return {"preset": "back-to-back", "local": ls, "remote": rs,
                 "remote_local_median_ratio": rs["median_us"] / ls["median_us"],
                 "remote_local_p99_ratio": rs["p99_us"] / ls["p99_us"]}
@@ -154,4 +155,4 @@ def bench_dma(sizes: list[int] | None = None, min_bytes: int = 256 << 20,
         cluster_down(cluster)
 
 
-__all__ = ["bench_dma", "bench_segment"]
+__all__ = ["bench_dma", "bench_segment", "pingpong", "stats"]

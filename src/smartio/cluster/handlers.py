@@ -207,6 +207,7 @@ class Handlers:
         conn = self.sisci.add_connection(msg.client, BROADCAST_NODE_ID, msg.segment,
                                          msg.adapter, "", "", 0, 0)
         members: list[tuple[str, str, int]] = []
+        asked: list[str] = []
         size = 0
         for h in self.fabric.topo.hosts:
             req = m.PeerGroupMembers(segment=msg.segment, host=self.host, conn=conn.id,
@@ -217,27 +218,42 @@ class Handlers:
                 data = await self.peer(h.name).call(req, 2.0)
             except SmartIOError:
                 continue
+            if data["members"]:
+                asked.append(h.name)  # its segment now counts this connection
             for adapter, phys, seg_size in data["members"]:
                 if self.fabric.nt.route(ntb.id, adapter) is not None:
                     members.append((h.name, adapter, phys))
                     size = seg_size if not size else min(size, seg_size)
                     break
+        # Members the group will not reach must not stay connected (they would be Busy).
+        joined = {h for h, _, _ in members}
+        await self._release_members([h for h in asked if h not in joined], conn.id,
+                                    msg.segment)
         if not members:
             self.sisci.connections.pop(conn.id, None)
             raise NoSuchSegment(f"no multicast receive segment {msg.segment} is available")
-        group = self.fabric.multicast.group_alloc()
         slice_size = ntb.slice_size
         if size > slice_size:
-            self.fabric.multicast.group_free(group)
             self.sisci.connections.pop(conn.id, None)
+            await self._release_members(sorted(joined), conn.id, msg.segment)
             raise OutOfRange(f"multicast segments larger than one LUT slice ({slice_size}) "
                              "are not supported")
+        group = self.fabric.multicast.group_alloc()
         self.fabric.multicast.set_members(group, [Member(a, p) for _, a, p in members])
         self.groups[conn.id] = group
         conn.size = size
         conn.members = tuple(members)
         return {"conn": conn.id, "size": size, "members": [h for h, _, _ in members],
                 "group": group}
+
+    async def _release_members(self, hosts: list[str], conn_id: int, segment: int) -> None:
+        """Tell multicast receivers on ``hosts`` that connection ``conn_id`` is gone."""
+        for host in hosts:
+            req = m.PeerDisconnect(host=self.host, conn=conn_id, segment=segment)
+            try:
+                await self.peer(host).call(req, 2.0)
+            except SmartIOError as e:
+                log.warning("err_disconnect: %s: %s", host, e)
 
     async def on_disconnect_segment(self, msg: m.DisconnectSegment) -> dict[str, Any]:
         await self._disconnect(msg.client, msg.conn)
@@ -253,8 +269,8 @@ class Handlers:
             self.fabric.multicast.group_free(group)
         targets = [(h, conn.segment_id) for h, _, _ in conn.members] or [
             (conn.peer_host, conn.segment_id)]
-        if conn.lost:
-            return
+        if conn.lost and not conn.members:
+            return  # the owner dropped the segment; a group's other members still count it
         for host, seg in targets:
             req = m.PeerDisconnect(host=self.host, conn=conn_id, segment=seg)
             try:
@@ -426,6 +442,7 @@ class Handlers:
         return {}
 
     async def on_peer_segment_gone(self, msg: m.PeerSegmentGone) -> dict[str, Any]:
+        lost = []
         for conn_id in msg.conns:
             conn = self.sisci.connections.get(conn_id)
             if conn is None:
@@ -437,10 +454,23 @@ class Handlers:
             if dma is not None:
                 self.driver.lut_unmap(dma)
             conn.lost = True
+            lost.append(conn)
+        if lost:
+            await self._mappers_follow()
+        for conn in lost:
             await self.emit(conn.owner, m.SegmentEvent(local=False, id=conn.id,
                                                        reason=msg.reason, node_id=conn.node_id,
                                                        adapter=conn.adapter_no))
         return {}
+
+    async def _mappers_follow(self, timeout: float = 1.0) -> None:
+        """Wait until every process's CPU mappings follow the LUT entries just cleared, so
+        that a program told 'lost' can no longer reach the memory (as on silicon, where a
+        cleared LUT entry takes effect at once)."""
+        gen = self.fabric.state.generation
+        deadline = time.monotonic() + timeout
+        while self.fabric.state.mappers_behind(gen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
 
     async def on_peer_connect_interrupt(self, msg: m.PeerConnectInterrupt) -> dict[str, Any]:
         self.sisci.interrupt_target(msg.intno, msg.data)
@@ -453,13 +483,18 @@ class Handlers:
 
     async def on_peer_group_members(self, msg: m.PeerGroupMembers) -> dict[str, Any]:
         members = []
+        joined: list[tuple[str, int, int]] = []
         for seg in self.sisci.segments.values():
             if seg.id == msg.segment and seg.group and seg.available:
                 for no in sorted(seg.available):
                     members.append((self.driver.adapters[no].id, seg.phys, seg.size))
                     seg.connectors[(msg.host, msg.conn)] = Connector(msg.host, msg.conn,
                                                                      msg.node_id, no)
+                    joined.append((seg.owner, seg.id, no))
                     break
+        for owner, seg_id, no in joined:
+            await self.emit(owner, m.SegmentEvent(local=True, id=seg_id, reason="connect",
+                                                  node_id=msg.node_id, adapter=no))
         return {"members": members}
 
     # -- watchers ----------------------------------------------------------------------------------

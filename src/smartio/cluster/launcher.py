@@ -117,17 +117,21 @@ def cluster_down(cluster: str | None = None, timeout: float = 5.0) -> list[str]:
     """Stop every daemon and remove everything the cluster created. Returns what was removed."""
     rundir = RunDir(cluster)
     if not rundir.path.exists() and not list_cluster_objects(rundir.cluster):
-        raise NotRunning(f"cluster {rundir.cluster!r} is not running")
+        raise NotRunning(f"cluster {rundir.cluster!r} is not running; start it with "
+                         f"`smartio cluster up --cluster {rundir.cluster}`")
     hosts: list[str] = []
     if rundir.exists():
         hosts = [h.name for h in rundir.topology().hosts]
+    # Read the pids first: a daemon removes its pid file while it shuts down, before its
+    # process has exited, and down must not return while a daemon still runs.
+    pids = {h: rundir.pid(h) for h in hosts}
     for h in hosts:
         if rundir.alive(h):
             with contextlib.suppress(Timeout, SmartIOError):
                 _request(rundir, h, m.Shutdown(), 1.0)
     deadline = time.monotonic() + timeout
     for h in hosts:
-        pid = rundir.pid(h)
+        pid = pids[h]
         while pid and pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if pid and pid_alive(pid):

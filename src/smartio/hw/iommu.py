@@ -144,7 +144,11 @@ class Iommu:
                 table = self._walk_alloc(root, iova + off, leaf_level)
                 idx = ((iova + off) >> (12 + 9 * (leaf_level - 1))) & 511
                 large = PTE_LARGE if leaf_level == 2 else 0
-                self.q[self.layout.pool + table * PT_WORDS + idx] = (phys + off) | flags | large
+                w = self.layout.pool + table * PT_WORDS + idx
+                old = self.q[w]
+                if large and old & VALID and not old & PTE_LARGE:
+                    self._free_tree((old & ADDR_MASK) >> 12, 1)  # 4 KiB pages replaced
+                self.q[w] = (phys + off) | flags | large
             self.state.bump()
 
     def unmap(self, domain: int, iova: int, size: int) -> None:
@@ -208,6 +212,10 @@ class Iommu:
                 table = (pte & ADDR_MASK) >> 12
                 continue
             page = self._page_alloc()
+            if pte & VALID:  # split a 2 MiB page: its other 4 KiB pages stay mapped
+                base, keep = pte & ADDR_MASK, pte & (VALID | PTE_WRITE)
+                for i in range(PT_WORDS):
+                    q[pool + page * PT_WORDS + i] = (base + i * PAGE_SIZE) | keep
             q[w] = VALID | (page << 12)
             table = page
         return table

@@ -205,7 +205,12 @@ class HostSisci:
         if offset < 0 or size <= 0 or offset + size > conn.size:
             raise OutOfRange(f"map of {size} bytes at offset {offset} exceeds segment "
                              f"{conn.segment_id} of {conn.size} bytes")
-        rng = self.driver.lut_map(conn.adapter_no, conn.peer_adapter, conn.phys + offset, size)
+        if conn.peer_host == self.driver.host:
+            # A connection to one of our own segments maps RAM directly (no NTB, no LUT).
+            rng = LutRange(conn.peer_adapter, 0, 0, conn.phys + offset, size)
+        else:
+            rng = self.driver.lut_map(conn.adapter_no, conn.peer_adapter, conn.phys + offset,
+                                      size)
         map_id = next(self._ids)
         conn.maps[map_id] = rng
         return map_id, rng

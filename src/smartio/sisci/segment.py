@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smartio.cluster import messages as m
 from smartio.errors import IllegalOperation, NotConnected, OutOfRange
@@ -132,25 +132,36 @@ class RemoteSegment:
             self.lost = True
         self.events.put(ev)
 
-    def map(self, offset: int = 0, size: int | None = None, *,
-            readonly: bool = False) -> Map | MulticastMap:
+    def map(self, offset: int = 0, size: int | None = None, *, readonly: bool = False) -> Map:
         """Map (part of) the remote segment through the local adapter (SCIMapRemoteSegment).
 
-        Each map programs LUT entries on the local adapter; unmap returns them.
+        Each map programs LUT entries on the local adapter; unmap returns them. For a
+        multicast connection use :meth:`map_multicast`.
         """
+        if self.multicast:
+            raise IllegalOperation("a multicast connection is write-only: use map_multicast()")
+        data = self._map(offset, size)
+        mp = Map(self.sd, data["addr"], data["size"], readonly=readonly, owner=self,
+                 map_id=data["map"])
+        self.maps.append(mp)
+        return mp
+
+    def map_multicast(self, offset: int = 0, size: int | None = None) -> MulticastMap:
+        """Map a multicast group (SCIMapRemoteSegment with SCI_FLAG_BROADCAST): each write
+        through the map lands in every member's segment."""
+        if not self.multicast:
+            raise IllegalOperation("not a multicast connection: use map()")
+        data = self._map(offset, size)
+        mp = MulticastMap(self.sd, data["addr"], data["size"], self, data["map"])
+        self.maps.append(mp)
+        return mp
+
+    def _map(self, offset: int, size: int | None) -> dict[str, Any]:
         if not self.connected:
             raise NotConnected(f"segment {self.id} on node {self.node_id} is not connected")
         size = self.size - offset if size is None else size
-        data = self.sd.client.call(m.MapRemote(client=self.sd.client.id, conn=self.conn,
+        return self.sd.client.call(m.MapRemote(client=self.sd.client.id, conn=self.conn,
                                                offset=offset, size=size))
-        mp: Map | MulticastMap
-        if data["multicast"]:
-            mp = MulticastMap(self.sd, data["addr"], size, self, data["map"])
-        else:
-            mp = Map(self.sd, data["addr"], size, readonly=readonly, owner=self,
-                     map_id=data["map"])
-        self.maps.append(mp)
-        return mp
 
     def wait_for_event(self, timeout: float | None = None) -> SegmentEvent:
         """Next event of this connection (SCIWaitForRemoteSegmentEvent)."""

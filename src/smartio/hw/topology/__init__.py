@@ -18,7 +18,7 @@ from smartio.hw.topology.schema import (
 )
 
 #: The preset `make demo` and commands without a topology use.
-DEFAULT_PRESET = "back-to-back"
+DEFAULT_PRESET = "cluster-switch"
 
 
 def preset_names() -> list[str]:
