@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from smartio.hw.memory import list_cluster_objects
 from smartio.hw.topology import preset_names
 
@@ -86,19 +84,37 @@ def test_path_between_farthest_nodes_of_cascade_lists_every_chip() -> None:
 
 def test_path_table_counts_hops() -> None:
     """`topology path` prints each element with its chip and the hop summary."""
-    out = smartio("topology", "path", "borrower", "lender").stdout
+    out = smartio("topology", "path", "borrower", "lender", "--topology", "back-to-back").stdout
     assert "PEX8733 (PXH830)" in out and "2 switch chips" in out
 
 
-@pytest.mark.parametrize("name", ["back-to-back"])
-def test_demo_runs_and_cleans_up(name: str) -> None:
-    """`smartio demo` maps, writes, survives a link failure and leaves no objects."""
+def test_demo_fabric_part_runs_and_cleans_up() -> None:
+    """`smartio demo --fabric-only` maps, writes, survives a link failure, leaves nothing."""
     cluster = f"clitest-{os.getpid()}"
-    out = smartio("demo", "--topology", name, "--cluster", cluster).stdout
+    out = smartio("demo", "--topology", "back-to-back", "--cluster", cluster,
+                  "--fabric-only").stdout
     assert "ff ff ff ff" in out
     assert "data written before the fault intact: True" in out
     assert "0 shared-memory objects left" in out
     assert list_cluster_objects(cluster) == []
+
+
+def test_demo_default_runs_the_cluster_part() -> None:
+    """`smartio demo` on the default preset shares a segment, an interrupt and a multicast
+    write among hosts, and stops the cluster with nothing left."""
+    cluster = f"clidemo-{os.getpid()}"
+    out = smartio("demo", "--cluster", cluster).stdout
+    assert "data written before the fault intact: True" in out
+    assert out.count("reads 'one write, many hosts'") == 3
+    assert "data interrupt" in out and "remote/local median ratio" in out
+    assert "0 shared-memory objects left, run directory gone" in out
+    assert list_cluster_objects(cluster) == []
+
+
+def test_demo_on_two_hosts_explains_part_two_needs_three() -> None:
+    """On a two-host topology the demo runs the fabric part and says why it stops there."""
+    out = smartio("demo", "--topology", "back-to-back").stdout
+    assert "part 2 needs three NTB-connected hosts" in out
 
 
 def test_bench_fabric_json_reports_ratios() -> None:
