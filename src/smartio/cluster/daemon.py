@@ -191,6 +191,7 @@ class NodeDaemon(Handlers):
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
                 raise ProtocolError(f"malformed message: {e}") from None
             rid = env.rid
+            self._check_sender(env.msg)
             if isinstance(env.msg, m.Subscribe):
                 client = self.clients.get(env.msg.client)
                 if client is None:
@@ -209,6 +210,19 @@ class NodeDaemon(Handlers):
             rep = m.Reply(rid, False, "SCI_ERR_GENERIC", f"internal error: {e!r}")
         with contextlib.suppress(zmq.ZMQError):
             await self.sock.send_multipart([ident, m.PROTOCOL, m.encode(rep)])
+
+    def _check_sender(self, msg: m.Msg) -> None:
+        """Refuse requests on behalf of a client that never said Hello (nothing would ever
+        release what they create) and peer messages from a host not in the cluster."""
+        client = getattr(msg, "client", None)
+        if (client is not None and not isinstance(msg, (m.Hello, m.Subscribe))
+                and client not in self.clients):
+            raise ProtocolError(f"{type(msg).__name__} from client {client!r} before hello")
+        host = getattr(msg, "host", None)
+        if (host is not None and type(msg).__name__.startswith("Peer")
+                and host not in {h.name for h in self.topo.hosts}):
+            raise ProtocolError(f"{type(msg).__name__} from {host!r}, which is not a host of "
+                                f"cluster {self.rundir.cluster!r}")
 
     # -- events, clients and peers ---------------------------------------------------------
 

@@ -50,20 +50,31 @@ class MemoryObject:
         self.what = what
         self.path = object_path(cluster, what)
         self.size = size
+        if create and fill is not None and not self.path.exists():
+            self._create_filled(fill)
         flags = os.O_RDWR | (os.O_CREAT if create else 0)
         self.fd = os.open(self.path, flags, 0o600)
         st = os.fstat(self.fd)
         if create and st.st_size != size:
             os.ftruncate(self.fd, size)
-            if fill is not None:
-                chunk = bytes([fill]) * (1 << 20)
-                for off in range(0, size, len(chunk)):
-                    os.pwrite(self.fd, chunk[: min(len(chunk), size - off)], off)
         elif not create and st.st_size < size:
             os.close(self.fd)
             raise IllegalParameter(f"memory object {self.path} is {st.st_size} bytes; "
                                    f"expected at least {size}")
         self._mm: mmap.mmap | None = None
+
+    def _create_filled(self, fill: int) -> None:
+        """Create the object already filled, then rename it into place, so that another
+        process never sees it half-filled."""
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            chunk = bytes([fill]) * (1 << 20)
+            for off in range(0, self.size, len(chunk)):
+                os.pwrite(fd, chunk[: min(len(chunk), self.size - off)], off)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
 
     @property
     def mm(self) -> mmap.mmap:
