@@ -234,6 +234,10 @@ def test_link_down_in_this_process(fab: Fabric) -> None:
         assert m.dead_bytes == 0
         assert np.array_equal(m.array[:4096], expect)
         assert bytes(m.view[SIZE - 4:]) == b"tail"
+        with pytest.raises(Busy, match="numpy arrays"):
+            m.unmap()  # the array still points into the mapping
+        assert bytes(m.view[SIZE - 4:]) == b"tail"  # and the mapping is still there
+        del a
     finally:
         m.unmap()
         ram.release()

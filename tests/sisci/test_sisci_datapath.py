@@ -39,5 +39,6 @@ def test_mapped_accesses_send_no_control_messages(
         # The status calls themselves are the only requests in between.
         assert {h: after[h] - before[h] for h in after} == {"lender": 1, "borrower": 1}
         assert np.array_equal(local.array, pattern)
+        q.release()
         remote.unmap()
         local.unmap()

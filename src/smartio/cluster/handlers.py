@@ -381,7 +381,7 @@ class Handlers:
         ntb = self.driver.adapter(q.adapter)
         plan: list[tuple[int, int, int]] = []  # (src, dst, size) in this host's domain
         for v in msg.vecs:
-            seg = self.sisci.segment(None, v.segment)
+            seg = self.sisci.segment(msg.client, v.segment)
             if q.adapter not in seg.prepared:
                 raise NotPrepared(f"segment {v.segment} is not prepared on adapter {q.adapter}")
             conn = self.sisci.connection(msg.client, v.conn)

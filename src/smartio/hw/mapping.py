@@ -26,6 +26,7 @@ import ctypes.util
 import logging
 import mmap
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from smartio.errors import IllegalParameter, OutOfRange, SmartIOError
+from smartio.errors import Busy, IllegalParameter, OutOfRange, SmartIOError
 from smartio.hw.ids import Requester
 from smartio.hw.memory import ONES_SIZE, MemoryObject
 from smartio.hw.state import H_GEN
@@ -98,6 +99,7 @@ class CpuMapping:
         if not writable:
             self.view = self.view.toreadonly()
         self._closed = False
+        self.view_released = False
         self.sync()
 
     @property
@@ -147,13 +149,29 @@ class CpuMapping:
             if p.target is None:
                 _libc.madvise(self.base + p.start, p.length, MADV_DONTNEED)
 
+    def in_use(self) -> bool:
+        """True while views or arrays other than ``view`` still reference the memory."""
+        # Every memoryview (and numpy array made from one) keeps a reference to the
+        # ctypes exporter; ours is the attribute plus getrefcount's argument.
+        return sys.getrefcount(self._raw) > 2 + (0 if self.view_released else 1)
+
     def unmap(self) -> None:
+        """Unmap; Busy while other views or numpy arrays of the memory are alive (unmapping
+        under them would make their next access a segmentation fault)."""
         if self._closed:
             return
+        readonly = self.view.readonly
+        self.view.release()
+        self.view_released = True
+        if self.in_use():
+            self.view = memoryview(self._raw).cast("B")
+            if readonly:
+                self.view = self.view.toreadonly()
+            self.view_released = False
+            raise Busy(f"mapping {self.addr:#x}+{self.size:#x}: views or numpy arrays of it are "
+                       "still alive; release or delete them before unmapping")
         self._closed = True
         self.manager._forget(self)
-        with contextlib.suppress(Exception):
-            self.view.release()
         _libc.munmap(self.base, self.size)
 
     def __enter__(self) -> CpuMapping:
@@ -244,7 +262,11 @@ class MappingManager:
         if self._thread is not None:
             self._thread.join(timeout=2)
         for m in list(self.mappings):
-            m.unmap()
+            try:
+                m.unmap()
+            except Busy:  # leave it mapped rather than pull memory from under live views
+                log.warning("err_unmap_busy: %r left mapped at close", m)
+                self._forget(m)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

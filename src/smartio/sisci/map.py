@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smartio.cluster import messages as m
-from smartio.errors import IllegalOperation, OutOfRange
+from smartio.errors import Busy, IllegalOperation, OutOfRange
 from smartio.hw.units import PAGE_SIZE, align_down, align_up
 
 if TYPE_CHECKING:
@@ -72,9 +72,18 @@ class Map:
         """Remove the mapping; for a remote segment the LUT entries are returned."""
         if not self.mapped:
             raise IllegalOperation("map is already unmapped")
+        try:
+            self.view.release()
+        except BufferError:
+            raise Busy("numpy arrays or views of this map are still alive; delete them "
+                       "before unmapping") from None
+        try:
+            self._mapping.unmap()
+        except Busy:
+            off = self.addr - self._mapping.addr
+            self.view = self._mapping.view[off: off + self.size]
+            raise
         self.mapped = False
-        self.view.release()
-        self._mapping.unmap()
         if self.map_id is not None and getattr(self.owner, "connected", False):
             self.sd.client.call(m.Unmap(client=self.sd.client.id, conn=self.owner.conn,
                                         map_id=self.map_id))
