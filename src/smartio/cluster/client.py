@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from smartio.errors import NotRunning, ProtocolError, Timeout, error_for_code
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 15.0
+DEAD_CHECK = 0.2  # while waiting for a reply, check this often that the daemon lives
 Listener = Callable[[m.Msg], None]
 
 
@@ -80,11 +82,18 @@ class DaemonClient:
                  timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
         rid = next(self._rids)
         sock.send_multipart([m.PROTOCOL, m.encode(m.Envelope(rid, msg))])  # type: ignore[arg-type]
-        deadline = int(timeout * 1000)
+        deadline = time.monotonic() + timeout
         while True:
-            if not sock.poll(deadline):
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise Timeout(f"host {self.host} did not answer {type(msg).__name__} within "
                               f"{timeout:g} s (is its daemon alive? `smartio cluster status`)")
+            if not sock.poll(int(min(left, DEAD_CHECK) * 1000)):
+                if not self.rundir.alive(self.host):
+                    raise NotRunning(f"the daemon of host {self.host!r} died; restart the "
+                                     f"cluster (`smartio cluster down --cluster "
+                                     f"{self.cluster}`, then `up`)")
+                continue
             frames = sock.recv_multipart()
             try:
                 rep = m.decode_reply(frames[-1])
@@ -131,6 +140,9 @@ class DaemonClient:
     def close(self) -> None:
         if self._closed:
             return
+        with contextlib.suppress(Exception):  # best effort: the daemon also notices exit
+            if self.rundir.alive(self.host):
+                self.call(m.Goodbye(client=self.id), timeout=2.0)
         self._closed = True
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:

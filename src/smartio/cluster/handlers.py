@@ -20,6 +20,7 @@ from smartio.cluster import messages as m
 from smartio.errors import (
     ConnectionRefused,
     IllegalOperation,
+    IllegalParameter,
     MaxEntries,
     NoLinkAccess,
     NoSuchNodeId,
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 #: SISCI's node id for "every node of a broadcast group" (DIS_BROADCAST_NODEID_GROUP_ALL).
 BROADCAST_NODE_ID = 252
+MAX_TIMEOUT = 3600.0
 
 
 @dataclass
@@ -92,6 +94,10 @@ class Handlers:
 
     async def on_subscribe(self, msg: m.Subscribe) -> dict[str, Any]:
         return {}  # handled in the daemon loop, which knows the socket identity
+
+    async def on_goodbye(self, msg: m.Goodbye) -> dict[str, Any]:
+        await self.release_client(msg.client)
+        return {}
 
     async def on_ping(self, msg: m.Ping) -> dict[str, Any]:
         return {"host": self.host}
@@ -167,6 +173,8 @@ class Handlers:
     # -- remote segments ---------------------------------------------------------------------
 
     async def on_connect_segment(self, msg: m.ConnectSegment) -> dict[str, Any]:
+        if not 0 <= msg.timeout <= MAX_TIMEOUT:  # also refuses NaN
+            raise IllegalParameter(f"connect timeout {msg.timeout} s; expected 0..{MAX_TIMEOUT}")
         ntb = self.driver.adapter(msg.adapter)
         if msg.group or msg.node_id == BROADCAST_NODE_ID:
             return await self._connect_group(msg)
@@ -445,8 +453,9 @@ class Handlers:
         lost = []
         for conn_id in msg.conns:
             conn = self.sisci.connections.get(conn_id)
-            if conn is None:
-                continue
+            if conn is None or (conn.peer_host != msg.host
+                                and msg.host not in {h for h, _, _ in conn.members}):
+                continue  # not a connection to the sender's segment
             for rng in conn.maps.values():
                 self.driver.lut_unmap(rng)
             conn.maps.clear()

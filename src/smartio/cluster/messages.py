@@ -34,6 +34,12 @@ class Subscribe(Msg):
     client: str
 
 
+class Goodbye(Msg):
+    """The program closes its descriptor: release what it still holds."""
+
+    client: str
+
+
 class Ping(Msg):
     pass
 
@@ -241,7 +247,7 @@ class DmaEvent(Msg):
     bytes: int = 0
 
 
-Request = (Hello | Subscribe | Ping | Status | Shutdown | CreateSegment | PrepareSegment
+Request = (Hello | Subscribe | Goodbye | Ping | Status | Shutdown | CreateSegment | PrepareSegment
            | SetAvailable | SetUnavailable | RemoveSegment | ConnectSegment | DisconnectSegment
            | MapRemote | Unmap | CreateInterrupt | RemoveInterrupt | ConnectInterrupt
            | DisconnectInterrupt | TriggerInterrupt | CreateDmaQueue | RemoveDmaQueue | StartDma
