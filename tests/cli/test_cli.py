@@ -36,7 +36,8 @@ def test_show_json_describes_hosts_links_functions() -> None:
     assert len(doc["links"]) == 1
     names = {f["name"]: f for f in doc["functions"]}
     assert names["nvme0"]["bdf"] == "02:00.0" and names["nvme0"]["host"] == "lender"
-    assert {r["kind"] for r in doc["address_maps"]["borrower"]} == {"ram", "bar", "ntb-window"}
+    assert {r["kind"] for r in doc["address_maps"]["borrower"]} == {"ram", "bar", "ntb-window",
+                                                                   "msi"}
 
 
 def test_show_draws_tree_and_addresses() -> None:

@@ -139,7 +139,8 @@ def _check_map(hmap: HostMap) -> None:
         if not b.is64:
             assert b.end <= 4 * GiB, f"32-bit {f.name} bar{b.index} at {b.base:#x}"
     regions = sorted(hmap.regions, key=lambda r: r.start)
-    assert len(regions) == len(bars) + sum(r.kind == "ram" for r in regions)
+    assert len(regions) == len(bars) + sum(r.kind in ("ram", "msi") for r in regions)
+    assert [r.start for r in regions if r.kind == "msi"] == [0xFEE0_0000]
     for lo, hi in itertools.pairwise(regions):
         assert lo.end <= hi.start, f"{lo} overlaps {hi}"
     assert regions[-1].end <= PHYS_LIMIT

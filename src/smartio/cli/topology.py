@@ -105,6 +105,10 @@ def address_table(hmap: HostMap) -> Table:
     table = Table("start", "end", "size", "kind", "owner", "flags", title=f"{hmap.host}")
     for r in hmap.regions:
         flags = []
+        if r.kind == "msi":
+            table.add_row(f"{r.start:#014x}", f"{r.end - 1:#014x}", format_size(r.size), r.kind,
+                          "interrupt controller", "message window")
+            continue
         if r.kind != "ram":
             flags.append("64-bit" if r.is64 else "32-bit")
             flags.append("prefetchable" if r.prefetchable else "non-prefetchable")

@@ -21,6 +21,8 @@ import logging
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ import zmq
 import zmq.asyncio
 
 from smartio.cluster import messages as m
+from smartio.cluster.devices import DeviceHandlers
 from smartio.cluster.handlers import Handlers
 from smartio.cluster.rundir import RunDir, pid_alive
 from smartio.errors import NotRunning, ProtocolError, SmartIOError, Timeout
@@ -111,7 +114,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class NodeDaemon(Handlers):
+class NodeDaemon(Handlers, DeviceHandlers):
     """The daemon of one host. Use as ``asyncio.run(NodeDaemon(cfg).run())``."""
 
     def __init__(self, cfg: NodeConfig) -> None:
@@ -133,7 +136,8 @@ class NodeDaemon(Handlers):
             if handler is None:
                 raise SmartIOError(f"daemon has no handler for {cls.__name__}")
             self._dispatch[cls] = handler
-        super().__init__()
+        Handlers.__init__(self)
+        DeviceHandlers.__init__(self)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class NodeDaemon(Handlers):
             sock_path.unlink()
         self.sock.bind(self.rundir.endpoint(self.host))
         self.driver.load()
+        self._start_engines()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
@@ -161,6 +166,8 @@ class NodeDaemon(Handlers):
                 t.cancel()
             for c in list(self.clients.values()):
                 await self.release_client(c.id, notify=False)
+            self._stop_engines()
+            self.unload_devices()
             self.driver.unload()
             for p in self.peers.values():
                 p.close()
@@ -172,6 +179,38 @@ class NodeDaemon(Handlers):
             with contextlib.suppress(FileNotFoundError):
                 self.rundir.pid_file(self.host).unlink()
             log.info("node_down: %s", self.host)
+
+    def _start_engines(self) -> None:
+        """One device engine process per device function of this host."""
+        from smartio.cluster.rundir import data_dir
+        from smartio.hw.engine import has_engine
+
+        self.engines: dict[str, subprocess.Popen[bytes]] = {}
+        ddir = data_dir(self.cfg.cluster)
+        for fn in self.fabric.maps[self.host].functions.values():
+            if fn.kind != "endpoint" or not has_engine(fn.model):
+                continue
+            with open(self.rundir.engine_log(self.host, fn.name), "ab") as logf:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "smartio.hw.engine", "--cluster", self.cfg.cluster,
+                     "--topology", str(self.rundir.topology_file), "--function", fn.name,
+                     "--data-dir", str(ddir)], stdout=logf, stderr=logf,
+                    stdin=subprocess.DEVNULL)
+            self.rundir.engine_pid_file(self.host, fn.name).write_text(f"{proc.pid}\n")
+            self.engines[fn.name] = proc
+            log.info("engine_start: %s pid %d", fn.name, proc.pid)
+
+    def _stop_engines(self) -> None:
+        for proc in getattr(self, "engines", {}).values():
+            proc.terminate()
+        for name, proc in getattr(self, "engines", {}).items():
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            with contextlib.suppress(FileNotFoundError):
+                self.rundir.engine_pid_file(self.host, name).unlink()
 
     async def _serve(self) -> None:
         while True:

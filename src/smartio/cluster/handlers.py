@@ -70,6 +70,7 @@ class Handlers:
         stop: asyncio.Event
 
         async def emit(self, client_id: str, event: m.Msg) -> None: ...
+        def release_devices(self, client: str) -> None: ...
         def peer(self, host: str) -> PeerLink: ...
 
     def __init__(self) -> None:
@@ -529,6 +530,7 @@ class Handlers:
         for qid, q in list(self.queues.items()):
             if q.client == client_id:
                 del self.queues[qid]
+        self.release_devices(client_id)
         self.clients.pop(client_id, None)
         if client is not None:
             log.info("client_released: %s (%s): %d segments, %d connections, %d interrupts",

@@ -125,6 +125,8 @@ def cluster_down(cluster: str | None = None, timeout: float = 5.0) -> list[str]:
     # Read the pids first: a daemon removes its pid file while it shuts down, before its
     # process has exited, and down must not return while a daemon still runs.
     pids = {h: rundir.pid(h) for h in hosts}
+    engines = [p for p in rundir.all_pids() if p not in pids.values()] \
+        if rundir.path.exists() else []
     for h in hosts:
         if rundir.alive(h):
             with contextlib.suppress(Timeout, SmartIOError):
@@ -135,6 +137,12 @@ def cluster_down(cluster: str | None = None, timeout: float = 5.0) -> list[str]:
         while pid and pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if pid and pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for pid in engines:  # engines end with their daemon; make sure after a daemon crash
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     return _cleanup(rundir)

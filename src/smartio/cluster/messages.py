@@ -175,6 +175,41 @@ class LinkSet(Msg):
     up: bool
 
 
+class DmaAlloc(Msg):
+    """Host RAM for a function's DMA, mapped for it (dma_alloc_coherent)."""
+
+    client: str
+    device: str  # function name on this host
+    size: int
+
+
+class DmaFree(Msg):
+    client: str
+    buffer: int
+
+
+class DmaMapPeer(Msg):
+    """Let ``device`` reach ``[addr, addr+size)`` (another function's BAR) by DMA."""
+
+    client: str
+    device: str
+    addr: int
+    size: int
+
+
+class MsiAlloc(Msg):
+    """Interrupt-controller message slots for a function's MSI/MSI-X vectors."""
+
+    client: str
+    device: str
+    count: int
+
+
+class MsiFree(Msg):
+    client: str
+    device: str
+
+
 # -- daemon -> daemon ----------------------------------------------------------------------
 
 
@@ -251,8 +286,9 @@ Request = (Hello | Subscribe | Goodbye | Ping | Status | Shutdown | CreateSegmen
            | SetAvailable | SetUnavailable | RemoveSegment | ConnectSegment | DisconnectSegment
            | MapRemote | Unmap | CreateInterrupt | RemoveInterrupt | ConnectInterrupt
            | DisconnectInterrupt | TriggerInterrupt | CreateDmaQueue | RemoveDmaQueue | StartDma
-           | LinkSet | PeerConnect | PeerDisconnect | PeerSegmentGone | PeerConnectInterrupt
-           | PeerTrigger | PeerGroupMembers)
+           | LinkSet | DmaAlloc | DmaFree | DmaMapPeer | MsiAlloc | MsiFree | PeerConnect
+           | PeerDisconnect | PeerSegmentGone | PeerConnectInterrupt | PeerTrigger
+           | PeerGroupMembers)
 Event = SegmentEvent | InterruptEvent | DmaEvent
 
 

@@ -29,6 +29,13 @@ def cluster_name(name: str | None = None) -> str:
     return check_cluster_name(name or os.environ.get("SMARTIO_CLUSTER") or DEFAULT_CLUSTER)
 
 
+def data_dir(cluster: str) -> Path:
+    """Where a cluster keeps data that must outlive it (file-backed namespaces)."""
+    env = os.environ.get("SMARTIO_DATA_DIR")
+    base = Path(env) if env else Path(f"/var/tmp/smartio-{os.getuid()}")
+    return base / cluster
+
+
 def base_dir() -> Path:
     env = os.environ.get("SMARTIO_RUN_DIR")
     return Path(env) if env else Path(f"/tmp/smartio-{os.getuid()}")
@@ -66,6 +73,22 @@ class RunDir:
     def log(self, host: str) -> Path:
         return self.path / f"{host}.log"
 
+    def engine_pid_file(self, host: str, function: str) -> Path:
+        return self.path / f"{host}.{function}.engine.pid"
+
+    def engine_log(self, host: str, function: str) -> Path:
+        return self.path / f"{host}.{function}.engine.log"
+
+    def all_pids(self) -> list[int]:
+        """Every daemon and engine pid recorded in the run directory."""
+        out = []
+        for f in self.path.glob("*.pid"):
+            try:
+                out.append(int(f.read_text().strip()))
+            except (OSError, ValueError):
+                continue
+        return out
+
     def pid(self, host: str) -> int | None:
         try:
             return int(self.pid_file(host).read_text().strip())
@@ -96,4 +119,4 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["DEFAULT_CLUSTER", "RunDir", "base_dir", "cluster_name", "pid_alive"]
+__all__ = ["DEFAULT_CLUSTER", "RunDir", "base_dir", "cluster_name", "data_dir", "pid_alive"]

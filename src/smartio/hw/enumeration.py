@@ -29,6 +29,8 @@ MMIO32_END = 0xFEC0_0000  # IOAPIC/LAPIC live above
 HIGH_RAM_BASE = 4 * GiB
 MMIO64_MIN_BASE = 64 * GiB
 BRIDGE_ALIGN = 1 * MiB
+MSI_BASE = 0xFEE0_0000  # the interrupt controller's message window (x86 LAPIC range)
+MSI_SIZE = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ class Region:
 
     start: int
     size: int
-    kind: str  # "ram" | "bar" | "ntb-window"
+    kind: str  # "ram" | "bar" | "ntb-window" | "msi"
     owner: str  # host name for RAM, function name for BARs
     bar: int = -1
     offset: int = 0  # offset into the backing object (RAM: file offset)
@@ -320,7 +322,8 @@ def enumerate_host(topo: TopologySpec, host: str, root: _Node | None = None) -> 
     en.assign_buses(root, 0, (host,))
     low = min(spec.ram, LOW_RAM_MAX)
     high = spec.ram - low
-    regions = [Region(0, low, "ram", host, offset=0)]
+    regions = [Region(0, low, "ram", host, offset=0),
+               Region(MSI_BASE, MSI_SIZE, "msi", host)]
     if high:
         regions.append(Region(HIGH_RAM_BASE, high, "ram", host, offset=low))
     mmio64 = max(MMIO64_MIN_BASE, align_up(HIGH_RAM_BASE + high, MMIO64_MIN_BASE))

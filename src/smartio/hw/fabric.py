@@ -15,7 +15,7 @@ import time
 from types import TracebackType
 
 from smartio.errors import Busy, NotFound
-from smartio.hw.enumeration import HostMap, enumerate_all
+from smartio.hw.enumeration import MSI_SIZE, Function, HostMap, enumerate_all
 from smartio.hw.ids import BDF, Requester
 from smartio.hw.iommu import Iommu
 from smartio.hw.memory import (
@@ -27,6 +27,8 @@ from smartio.hw.memory import (
 )
 from smartio.hw.multicast import MulticastTable
 from smartio.hw.ntb import NtbAdapter
+from smartio.hw.pci.config import CONFIG_SIZE, ConfigSpace
+from smartio.hw.pci.layout import function_layout
 from smartio.hw.route import NtFabric, Route, link_pairs, tree_route, with_links
 from smartio.hw.state import FabricState
 from smartio.hw.topology.schema import TopologySpec
@@ -62,6 +64,7 @@ class Fabric:
         self.iommus = {h.name: Iommu(self.state, self.state.iommus[h.name]) for h in topo.hosts}
         self.multicast = MulticastTable(self.state, ids)
         self._ports: dict[Requester, TranslationPort] = {}
+        self._configs: dict[str, ConfigSpace] = {}
         self._route_cache: dict[tuple[tuple[str, ...], tuple[str, ...], bool], Route] = {}
 
     # -- life cycle ------------------------------------------------------------------------
@@ -100,8 +103,15 @@ class Fabric:
         for h in self.topo.hosts:
             self._objs[f"{h.name}:ram"] = MemoryObject(self.cluster, f"{h.name}.ram", h.ram,
                                                        create=True)
+            self._objs[f"{h.name}:msi"] = MemoryObject(self.cluster, f"{h.name}.msi",
+                                                       MSI_SIZE, create=True)
+            self._objs[f"{h.name}:msi"].interrupt = True
         for hmap in self.maps.values():
             for fn in hmap.functions.values():
+                cfg = MemoryObject(self.cluster, f"{fn.host}.{fn.name}.config", CONFIG_SIZE,
+                                   create=True)
+                self._objs[f"{fn.name}:config"] = cfg
+                cfg.view[:CONFIG_SIZE] = function_layout(self.topo, fn)[0]
                 for b in fn.bars:
                     if fn.kind == "ntb" and b.index == 2:
                         continue  # the NTB window has no memory of its own
@@ -120,6 +130,9 @@ class Fabric:
         if mgr is not None:
             mgr.close()
         self._ports.clear()
+        for cs in self._configs.values():
+            cs.view.release()
+        self._configs.clear()
         for obj in self._objs.values():
             obj.close()
         self._objs.clear()
@@ -150,6 +163,39 @@ class Fabric:
                                create=False)
             self._objs[key] = obj
         return obj
+
+    def msi(self, host: str) -> MemoryObject:
+        """The message window of a host's interrupt controller (MSI/MSI-X targets)."""
+        key = f"{host}:msi"
+        obj = self._objs.get(key)
+        if obj is None:
+            obj = MemoryObject(self.cluster, f"{host}.msi", MSI_SIZE, create=False)
+            obj.interrupt = True
+            self._objs[key] = obj
+        return obj
+
+    def config(self, function: str) -> ConfigSpace:
+        """The configuration space of a function (shared; writes apply the hardware masks)."""
+        cs = self._configs.get(function)
+        if cs is None:
+            fn = self._function(function)
+            key = f"{function}:config"
+            obj = self._objs.get(key)
+            if obj is None:
+                obj = MemoryObject(self.cluster, f"{fn.host}.{function}.config", CONFIG_SIZE,
+                                   create=False)
+                self._objs[key] = obj
+            _, masks, _ = function_layout(self.topo, fn)
+            cs = ConfigSpace(obj.view, masks)
+            self._configs[function] = cs
+        return cs
+
+    def _function(self, name: str) -> Function:
+        for hmap in self.maps.values():
+            fn = hmap.functions.get(name)
+            if fn is not None:
+                return fn
+        raise NotFound(f"no function {name!r} in topology {self.topo.name!r}")
 
     def bar(self, function: str, index: int) -> MemoryObject:
         key = f"{function}:bar{index}"

@@ -62,6 +62,7 @@ class MemoryObject:
             raise IllegalParameter(f"memory object {self.path} is {st.st_size} bytes; "
                                    f"expected at least {size}")
         self._mm: mmap.mmap | None = None
+        self.interrupt = False  # an interrupt controller's message window (see translate)
 
     def _create_filled(self, fill: int) -> None:
         """Create the object already filled, then rename it into place, so that another

@@ -126,6 +126,9 @@ class Translator:
                 return _Extent(start, end, None, 0, UNMAPPED, route + Route(src_chain))
             end = min(end, addr + (region.end - cur))
             start = max(start, addr - (cur - region.start))
+            if region.kind == "msi":
+                r = route + fab.host_route(src_chain, (host,), via_root)
+                return _Extent(start, end, fab.msi(host), cur - region.start, OK, r)
             if region.kind == "ram":
                 r = route + fab.host_route(src_chain, (host,), via_root)
                 if r.links and not fab.links_up(r.links):
@@ -168,6 +171,21 @@ class Translator:
             pfn = fab.maps[host].functions[peer.id]
             rid, is_cpu, src_chain = pfn.bdf.rid, False, pfn.chain
         return _Extent(start, end, None, 0, UNMAPPED, route)
+
+
+MSI_SLOT = 8  # bytes per message slot: the last data dword, then a delivery counter
+
+
+def deliver_msi(obj: MemoryObject, offset: int, data: memoryview) -> int:
+    """The interrupt controller accepts a message write: it latches the data dword and
+    counts the delivery (so that a waiter sees every interrupt, even with equal data)."""
+    if len(data) != 4 or offset % MSI_SLOT:
+        return 0  # not a well-formed message: the controller ignores it
+    view = obj.view
+    view[offset: offset + 4] = data
+    count = int.from_bytes(view[offset + 4: offset + 8], "little")
+    view[offset + 4: offset + 8] = ((count + 1) & 0xFFFFFFFF).to_bytes(4, "little")
+    return 4
 
 
 class TranslationPort:
@@ -228,7 +246,9 @@ class TranslationPort:
         mv = memoryview(data).cast("B")
         done = pos = 0
         for p in self.translate(addr, len(mv), True):
-            if p.obj is not None:
+            if p.obj is not None and p.obj.interrupt:
+                done += deliver_msi(p.obj, p.offset, mv[pos: pos + p.length])
+            elif p.obj is not None:
                 p.obj.view[p.offset: p.offset + p.length] = mv[pos: pos + p.length]
                 done += p.length
             elif p.group >= 0:

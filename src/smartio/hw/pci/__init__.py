@@ -1,0 +1,1 @@
+"""PCI functions as silicon: configuration space, capabilities (DESIGN §3.5)."""
