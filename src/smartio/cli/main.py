@@ -16,6 +16,7 @@ from smartio import __version__
 from smartio.cli.bench import bench
 from smartio.cli.cluster import cluster, link, node
 from smartio.cli.demo import demo
+from smartio.cli.devices import lspci, nvme
 from smartio.cli.topology import topology
 from smartio.errors import SmartIOError
 
@@ -35,6 +36,8 @@ cli.add_command(demo)
 cli.add_command(cluster)
 cli.add_command(node)
 cli.add_command(link)
+cli.add_command(lspci)
+cli.add_command(nvme)
 
 
 def main() -> None:
