@@ -76,7 +76,7 @@ class IllegalParameter(SmartIOError):
 class NotFound(SmartIOError):
     """A named host, adapter, link, function or preset does not exist."""
 
-    code = "SCI_ERR_NO_SUCH_NODEID"
+    code = "SMARTIO_ERR_NOT_FOUND"
 
 
 class Busy(SmartIOError):

@@ -89,10 +89,10 @@ class LocalSegment:
         """Remove the segment (SCIRemoveSegment); Busy while connected unless forced."""
         if self.removed:
             raise IllegalOperation(f"segment {self.id} was already removed")
+        for mp in list(self.maps):  # first: Busy here must leave the segment intact
+            mp.unmap()
         self.sd.client.call(m.RemoveSegment(client=self.sd.client.id, segment=self.id,
                                             force=force))
-        for mp in list(self.maps):
-            mp.unmap()
         self.removed = True
         self.events.close()
         self.sd._forget(self)
