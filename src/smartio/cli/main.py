@@ -17,6 +17,7 @@ from smartio.cli.bench import bench
 from smartio.cli.cluster import cluster, link, node
 from smartio.cli.demo import demo
 from smartio.cli.devices import lspci, nvme
+from smartio.cli.model import model
 from smartio.cli.topology import topology
 from smartio.errors import SmartIOError
 
@@ -38,6 +39,7 @@ cli.add_command(node)
 cli.add_command(link)
 cli.add_command(lspci)
 cli.add_command(nvme)
+cli.add_command(model)
 
 
 def main() -> None:
