@@ -194,11 +194,18 @@ class NodeDaemon(Handlers, DeviceHandlers):
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "smartio.hw.engine", "--cluster", self.cfg.cluster,
                      "--topology", str(self.rundir.topology_file), "--function", fn.name,
-                     "--data-dir", str(ddir)], stdout=logf, stderr=logf,
+                     "--data-dir", str(ddir)], stdout=subprocess.PIPE, stderr=logf,
                     stdin=subprocess.DEVNULL)
             self.rundir.engine_pid_file(self.host, fn.name).write_text(f"{proc.pid}\n")
             self.engines[fn.name] = proc
             log.info("engine_start: %s pid %d", fn.name, proc.pid)
+        # The host is up only when its devices are: wait for every engine's ready line.
+        for name, proc in self.engines.items():
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if line.strip() != b"engine_ready":
+                log.error("err_engine_start: %s exited (%s); see %s", name, proc.poll(),
+                          self.rundir.engine_log(self.host, name))
 
     def _stop_engines(self) -> None:
         for proc in getattr(self, "engines", {}).values():

@@ -46,7 +46,7 @@ class DeviceDomain:
 
     domain: int
     rid: int
-    peer_maps: list[tuple[int, int]] = field(default_factory=list)
+    peer_maps: list[tuple[str, int, int]] = field(default_factory=list)  # (client, base, size)
 
 
 class DeviceHandlers:
@@ -78,6 +78,9 @@ class DeviceHandlers:
         if dom is None:
             fn = self._local_function(device)
             d = iommu.domain_alloc()
+            # VT-d does not DMA-remap the interrupt address range (0xFEEx_xxxx): message
+            # writes must reach the controller, so the window is identity-mapped.
+            iommu.map(d, MSI_BASE, MSI_BASE, MSI_SIZE)
             iommu.attach(fn.bdf.rid, d)
             dom = DeviceDomain(d, fn.bdf.rid)
             self.domains[device] = dom
@@ -125,11 +128,12 @@ class DeviceHandlers:
             base = align_down(msg.addr, PAGE_SIZE)
             size = align_up(msg.addr + msg.size, PAGE_SIZE) - base
             self.fabric.iommus[self.host].map(dom.domain, base, base, size)
-            dom.peer_maps.append((base, size))
+            dom.peer_maps.append((msg.client, base, size))
         return {"ioaddr": msg.addr}
 
     async def on_msi_alloc(self, msg: m.MsiAlloc) -> dict[str, Any]:
         self._local_function(msg.device)
+        self._domain(msg.device)  # with the IOMMU on, messages need the device's domain
         key = (msg.client, msg.device)
         if key in self.msi_slots:
             raise IllegalParameter(f"{msg.device} already has vectors; free them first")
@@ -149,11 +153,21 @@ class DeviceHandlers:
         return {}
 
     def release_devices(self, client: str) -> None:
-        """Free the DMA buffers and vectors a program held (its domains stay for reuse)."""
+        """Free the DMA buffers, vectors and peer mappings a program held (its domains stay
+        for reuse)."""
         for buf in [b for b in self.dma_buffers.values() if b.client == client]:
             self._free_buffer(buf)
         for key in [k for k in self.msi_slots if k[0] == client]:
             self._free_slots.extend(self.msi_slots.pop(key))
+        iommu = self.fabric.iommus[self.host]
+        for dom in self.domains.values():
+            mine = [p for p in dom.peer_maps if p[0] == client]
+            if mine:  # unmap, then restore what other programs still hold of those ranges
+                dom.peer_maps = [p for p in dom.peer_maps if p[0] != client]
+                for _, base, size in mine:
+                    iommu.unmap(dom.domain, base, size)
+                for _, base, size in dom.peer_maps:
+                    iommu.map(dom.domain, base, base, size)
 
     def unload_devices(self) -> None:
         iommu = self.fabric.iommus[self.host]

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("engine_up: %s pid %d", args.function, os.getpid())
+    print("engine_ready", flush=True)  # the host daemon waits for this line
     try:
         engine.run()
     finally:

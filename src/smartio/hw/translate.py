@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from smartio.hw.enumeration import MSI_BASE, MSI_SIZE
 from smartio.hw.ids import Requester
 from smartio.hw.iommu import FAULT_NO_DOMAIN, FAULT_NOT_PRESENT, FAULT_READ_ONLY
 from smartio.hw.memory import MemoryObject
@@ -100,7 +101,9 @@ class Translator:
             via_root = False
             # 1. The IOMMU translates DMA from functions (never CPU accesses).
             iommu = fab.iommus[host]
-            if not is_cpu and iommu.enabled:
+            # Message writes to the interrupt controller's window are not DMA-remapped
+            # (VT-d handles 0xFEEx_xxxx separately); everything else from a device is.
+            if not is_cpu and iommu.enabled and not MSI_BASE <= cur < MSI_BASE + MSI_SIZE:
                 via_root = True
                 domain = iommu.domain_of(rid)
                 hit = iommu.lookup(domain, cur) if domain else None

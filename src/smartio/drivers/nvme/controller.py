@@ -276,6 +276,10 @@ class Controller:
                 self.shutdown()
             except NvmeTimeout as e:
                 log.warning("err_shutdown: %s", e)
+        for q in (self.admin_sq, self.admin_cq):
+            if q is not None:
+                q.release()
+        self.regs32.release()
         self.device.close()
 
 

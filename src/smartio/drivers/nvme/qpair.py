@@ -144,6 +144,8 @@ class QueuePair:
         try:
             self.ctrl.delete_io_queues(self.qid)
         finally:
+            self.sq.release()
+            self.cq.release()
             self.ctrl.qpairs.pop(self.qid, None)
             self.ctrl.release_qid(self.qid)
             for mem in (self.sq_mem, self.cq_mem, self.prp_mem):

@@ -57,6 +57,10 @@ class SubmissionQueue:
     def ring(self) -> None:
         self.doorbell[0] = self.tail
 
+    def release(self) -> None:
+        """Drop the doorbell view (so the BAR can be unmapped)."""
+        self.doorbell.release()
+
 
 class CompletionQueue:
     def __init__(self, qid: int, depth: int, mem: DmaBuffer, doorbell: memoryview) -> None:
@@ -83,6 +87,9 @@ class CompletionQueue:
 
     def ring(self) -> None:
         self.doorbell[0] = self.head
+
+    def release(self) -> None:
+        self.doorbell.release()
 
 
 __all__ = ["Completion", "CompletionQueue", "SubmissionQueue"]

@@ -136,7 +136,10 @@ class FabricContext:
             if ctrl & MSI_ENABLE:
                 addr = cfg.read(msi + 4, 4) | (cfg.read(msi + 8, 4) << 32)
                 data = cfg.read(msi + 12, 2)
-                self._post(addr, data | (vector & 0x1F))
+                # PCI 3.0 §6.8.1.3: the function may modify only the low log2(Multiple
+                # Message Enable) bits of the data; with one message it sends it unchanged.
+                low = (1 << ((ctrl >> 4) & 7)) - 1
+                self._post(addr, (data & ~low) | (vector & low))
                 return
         if not cfg.view[0x05] & (CMD_INTX_DISABLE >> 8):
             cfg.view[0x06] |= STATUS_INTERRUPT  # INTx asserted (level, until the driver acks)
