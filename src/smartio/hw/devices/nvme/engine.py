@@ -6,7 +6,9 @@ The flow of one command (NVMe 1.4 §4, nvme-reference §1.6–§1.7):
 
 * a doorbell write only records ``sq_tail`` / ``cq_head`` (:meth:`_on_doorbells`); a
   write to a nonexistent queue or with a value beyond the queue size is ignored and
-  raises an Error AER when one is outstanding;
+  raises an Error AER when one is outstanding. The host writes concurrently with the
+  poll: a write to an existing queue that lands after the per-queue scan is left for the
+  next poll, never taken for a write to a nonexistent queue;
 * :meth:`_arbitrate` runs one round-robin round, fetching at most the Arbitration
   feature's burst from each SQ (one DMA per contiguous run of SQEs);
 * :meth:`_execute` dispatches through :data:`~.admin.ADMIN_COMMANDS` or
@@ -173,9 +175,16 @@ class QueueEngine:
                     cq.cq_head = value & 0xFFFF
                     if cq.waiting:
                         self._backlog[cq.qid] = cq
-        if db.dirty():
-            for index, value in db.stray_writes():
+        if db.dirty():  # a write to no queue, or one that landed during the scans above
+            for index, value in db.stray_writes(self._has_doorbell):
                 self._invalid_doorbell(ErrorInfo.INVALID_DOORBELL_REGISTER, index, value)
+
+    def _has_doorbell(self, index: int) -> bool:
+        """Whether doorbell word ``index`` belongs to an existing queue."""
+        qid = index >> 1
+        if qid >= len(self.sqs):
+            return False
+        return (self.cqs if index & 1 else self.sqs)[qid] is not None
 
     def _invalid_doorbell(self, info: ErrorInfo, index: int, value: int) -> None:
         kind = "cq_head" if index & 1 else "sq_tail"

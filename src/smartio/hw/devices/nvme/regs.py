@@ -15,6 +15,7 @@ emulator runs on (native ``memoryview.cast``, like ``smartio.hw.state``).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -71,6 +72,9 @@ REGS: tuple[Reg, ...] = (
     Reg("cmbsz", 0x3C, 4, Access.RO),
 )
 REG: dict[str, Reg] = {r.name: r for r in REGS}
+#: Dword indices of BAR0 covered by a register of :data:`REGS` (the rest is reserved).
+_REGISTER_DWORDS: frozenset[int] = frozenset(
+    i for r in REGS for i in range(r.offset // 4, (r.offset + r.width) // 4))
 #: Several host writes can land between two polls; apply them in NVMeVirt's fixed order.
 WRITE_ORDER: tuple[str, ...] = ("aqa", "asq", "acq", "cc", "intms", "intmc")
 
@@ -195,13 +199,19 @@ class RegisterFile:
         self.live[r.offset: r.offset + r.width] = self.shadow[r.offset: r.offset + r.width]
 
     def stray_writes(self) -> list[int]:
-        """Offsets of dwords still differing from the shadow (reserved space); undone."""
+        """Offsets of reserved-space dwords differing from the shadow; undone.
+
+        Only dwords that belong to no register count: the host keeps running while the
+        controller polls, so a register that differs here may hold a write that landed
+        after the per-register checks of this poll. It is left for the next poll, which
+        applies it (undoing it here would lose e.g. a CC write).
+        """
         if not self.dirty():
             return []
         out = []
         live, shadow = self.live.cast("I"), memoryview(self.shadow).cast("I")
         for i in range(REG_SPACE // 4):
-            if live[i] != shadow[i]:
+            if live[i] != shadow[i] and i not in _REGISTER_DWORDS:
                 out.append(4 * i)
                 live[i] = shadow[i]
         live.release()
@@ -243,12 +253,18 @@ class Doorbells:
         self.shadow[:] = bytes(DOORBELL_SPACE)
         self.live[:] = self.shadow
 
-    def stray_writes(self) -> list[tuple[int, int]]:
-        """(word index, value) of every other changed doorbell word, accepted as seen."""
+    def stray_writes(self, owned: Callable[[int], bool]) -> list[tuple[int, int]]:
+        """(word index, value) of every changed word of no queue, accepted as seen.
+
+        ``owned(index)`` tells whether a word is the doorbell of an existing queue. Such
+        a word is skipped even if it differs: the host rings doorbells concurrently with
+        the poll, so it holds a write that landed after this poll's per-queue scan, and
+        the next poll's scan takes it (accepting it here would lose it).
+        """
         out = []
         lw, sw = self.live_w, self.shadow_w
         for i in range(len(sw)):
-            if lw[i] != sw[i]:
+            if lw[i] != sw[i] and not owned(i):
                 out.append((i, int(lw[i])))
                 sw[i] = lw[i]
         return out
