@@ -135,7 +135,7 @@ CHILD = textwrap.dedent("""
     from smartio.drivers.nvme import Controller, Namespace, QueuePair
     cluster, seed = sys.argv[1], int(sys.argv[2])
     with DeviceTree("lender", cluster, f"writer-{seed}") as tree:
-        ctrl = Controller(tree.open("nvme0"), io_queues=8)
+        ctrl = Controller(tree.open("nvme0"), attach=True)  # the test process owns it
         ns = Namespace(ctrl, 1)
         rng = np.random.default_rng(seed)
         with QueuePair(ctrl, 32) as qp:
@@ -148,15 +148,16 @@ CHILD = textwrap.dedent("""
                 ns.write(qp, buf, base + i * 16 * 4096 // ns.lba_size, 16 * 4096 // ns.lba_size)
                 digest.update(data)
             buf.free()
-        ctrl.close(shutdown=False)
+        ctrl.close()
     print(digest.hexdigest(), flush=True)
 """)
 
 
 def test_concurrent_writers_in_several_processes_keep_data_intact(
         b2b: RunDir, ctrl: Controller) -> None:
-    """Three processes, each with its own queue pair, write distinct ranges; every range
-    reads back with the writer's checksum."""
+    """Three processes attached to the controller this process brought up, each with its
+    own queue pair, write distinct ranges; every range reads back with the writer's
+    checksum, and this process's controller still works afterwards."""
     import hashlib
 
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, b2b.cluster, str(s)],

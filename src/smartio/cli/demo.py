@@ -190,13 +190,64 @@ def cluster_part(con: Console, topo_ref: str, cluster: str) -> None:
             con.print(f"  remote ({others[0]} through its NTB): median {rem['median_us']:.2f} µs"
                       f", p99 {rem['p99_us']:.2f} µs")
             con.print(f"  remote/local median ratio {rem['median_us'] / loc['median_us']:.2f}")
+        nvme_part(con, cluster, topo)
     finally:
-        con.rule("[bold]11. Stop the cluster")
+        con.rule("[bold]13. Stop the cluster")
         removed = cluster_down(cluster)
         con.print(f"  removed {len(removed)} shared-memory objects")
     left = list_cluster_objects(cluster)
     con.print(Panel(f"cluster {cluster!r}: {len(left)} shared-memory objects left, run "
                     f"directory {'gone' if not rundir.path.exists() else 'still there'}"))
+
+
+def nvme_part(con: Console, cluster: str, topo: TopologySpec) -> None:
+    """Identify an NVMe with the userspace driver, write and read back, and benchmark it."""
+    from smartio.bench.nvme import run_ours
+    from smartio.drivers.nvme import Controller, Namespace, QueuePair
+    from smartio.lending import DeviceTree
+
+    nvme = next((e for e in topo.endpoints if e.model == "nvme"), None)
+    if nvme is None:
+        con.print("[yellow]no NVMe in this topology: skipping the driver part[/]")
+        return
+    host = nvme.upstream.element
+    if host not in {h.name for h in topo.hosts}:
+        host = next(h.name for h in topo.hosts if nvme.name in
+                    {f for f in _functions(topo, h.name)})
+    con.rule(f"[bold]11. The userspace NVMe driver on {host}'s {nvme.name}")
+    with DeviceTree(host, cluster, "demo-nvme") as tree:
+        ctrl = Controller(tree.open(nvme.name), io_queues=2)
+        try:
+            i = ctrl.info
+            con.print(f"  Identify: mn {i.model!r} sn {i.serial!r} fr {i.firmware!r} "
+                      f"mdts {i.mdts} nn {i.nn}; {ctrl.io_queues} I/O queue pairs, "
+                      f"MQES {ctrl.mqes}")
+            ns = Namespace(ctrl, 1)
+            con.print(f"  namespace 1: {ns.blocks} blocks of {ns.lba_size} B "
+                      f"({ns.size >> 20} MiB)")
+            with QueuePair(ctrl, 16) as qp:
+                buf = ctrl.device.dma_alloc(64 * 1024)
+                pattern = bytes(range(256)) * 256
+                buf.view[:] = pattern
+                ns.write(qp, buf, 2048, len(pattern) // ns.lba_size)
+                buf.view[:] = bytes(len(pattern))
+                ns.read(qp, buf, 2048, len(pattern) // ns.lba_size)
+                ok = bytes(buf.view) == pattern
+                buf.free()
+            con.print(f"  wrote a 64 KiB pattern at LBA 2048 and read it back: "
+                      f"{'identical' if ok else 'DIFFERENT'}")
+        finally:
+            ctrl.close(shutdown=False)
+    con.rule("[bold]12. 4 KiB random reads (short run)")
+    res = run_ours(host, nvme.name, cluster, seconds=0.5)
+    con.print(f"  QD1 median {res['qd1']['median_us']:.1f} µs (p99 {res['qd1']['p99_us']:.1f}), "
+              f"QD32 {res['qd32_iops']:,.0f} IOPS — `smartio nvme bench` for a full run")
+
+
+def _functions(topo: TopologySpec, host: str) -> list[str]:
+    from smartio.hw.enumeration import enumerate_host
+
+    return list(enumerate_host(topo, host).functions)
 
 
 @click.command()

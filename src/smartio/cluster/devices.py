@@ -117,6 +117,14 @@ class DeviceHandlers:
         self.driver.pool.free(buf.phys, buf.size)
         del self.dma_buffers[buf.id]
 
+    async def on_dma_attach(self, msg: m.DmaAttach) -> dict[str, Any]:
+        """Find the buffer of ``device`` containing ``ioaddr`` (for a secondary process)."""
+        self._local_function(msg.device)
+        for buf in self.dma_buffers.values():
+            if buf.device == msg.device and buf.iova <= msg.ioaddr < buf.iova + buf.size:
+                return {"buffer": buf.id, "phys": buf.phys, "iova": buf.iova, "size": buf.size}
+        raise NotFound(f"no DMA buffer of {msg.device} contains I/O address {msg.ioaddr:#x}")
+
     async def on_dma_map_peer(self, msg: m.DmaMapPeer) -> dict[str, Any]:
         self._local_function(msg.device)
         region = self.fabric.maps[self.host].decode(msg.addr)

@@ -188,6 +188,14 @@ class DmaFree(Msg):
     buffer: int
 
 
+class DmaAttach(Msg):
+    """Share an existing DMA buffer of ``device`` (another program's) with this program."""
+
+    client: str
+    device: str
+    ioaddr: int
+
+
 class DmaMapPeer(Msg):
     """Let ``device`` reach ``[addr, addr+size)`` (another function's BAR) by DMA."""
 
@@ -286,8 +294,8 @@ Request = (Hello | Subscribe | Goodbye | Ping | Status | Shutdown | CreateSegmen
            | SetAvailable | SetUnavailable | RemoveSegment | ConnectSegment | DisconnectSegment
            | MapRemote | Unmap | CreateInterrupt | RemoveInterrupt | ConnectInterrupt
            | DisconnectInterrupt | TriggerInterrupt | CreateDmaQueue | RemoveDmaQueue | StartDma
-           | LinkSet | DmaAlloc | DmaFree | DmaMapPeer | MsiAlloc | MsiFree | PeerConnect
-           | PeerDisconnect | PeerSegmentGone | PeerConnectInterrupt | PeerTrigger
+           | LinkSet | DmaAlloc | DmaFree | DmaAttach | DmaMapPeer | MsiAlloc | MsiFree
+           | PeerConnect | PeerDisconnect | PeerSegmentGone | PeerConnectInterrupt | PeerTrigger
            | PeerGroupMembers)
 Event = SegmentEvent | InterruptEvent | DmaEvent
 

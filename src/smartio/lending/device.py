@@ -9,7 +9,11 @@ DESIGN §4.3). :class:`LocalDevice` implements it for a function of the program'
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +23,7 @@ from smartio.cluster import messages as m
 from smartio.errors import IllegalOperation, IllegalParameter, Timeout
 from smartio.hw.enumeration import Function
 from smartio.hw.mapping import CpuMapping, map_cpu
+from smartio.hw.memory import object_path
 from smartio.hw.pci.caps import (
     CAP_MSIX,
     CAP_PCIE,
@@ -47,8 +52,9 @@ class DmaBuffer:
     device (the address to put in descriptors; contiguous)."""
 
     def __init__(self, device: LocalDevice, handle: int, phys: int, ioaddr: int,
-                 size: int) -> None:
+                 size: int, owned: bool = True) -> None:
         self.device = device
+        self.owned = owned  # False: another program's buffer, shared (dma_attach)
         self.handle = handle
         self.phys = phys
         self.ioaddr = ioaddr
@@ -66,8 +72,9 @@ class DmaBuffer:
             raise IllegalOperation("DMA buffer already freed")
         self._mapping.unmap()  # Busy while arrays/views of it are alive
         self.freed = True
-        self.device.tree.client.call(m.DmaFree(client=self.device.tree.client.id,
-                                               buffer=self.handle))
+        if self.owned:
+            self.device.tree.client.call(m.DmaFree(client=self.device.tree.client.id,
+                                                   buffer=self.handle))
 
 
 class Vector:
@@ -109,6 +116,8 @@ class PciDevice(Protocol):
     def map_bar(self, index: int) -> memoryview: ...
     def enable(self, *, memory: bool = True, bus_master: bool = True) -> None: ...
     def dma_alloc(self, size: int) -> DmaBuffer: ...
+    def dma_attach(self, ioaddr: int) -> DmaBuffer: ...
+    def exclusive(self) -> contextlib.AbstractContextManager[None]: ...
     def peer_map(self, other: PciDevice, bar: int) -> int: ...
     def msix_enable(self, count: int) -> list[Vector]: ...
     def msix_disable(self) -> None: ...
@@ -129,6 +138,7 @@ class LocalDevice:
         self.buffers: list[DmaBuffer] = []
         self.vectors: list[Vector] = []
         self.closed = False
+        self._lock = -1
 
     # -- config space ------------------------------------------------------------------
 
@@ -186,6 +196,32 @@ class LocalDevice:
         buf = DmaBuffer(self, rep["buffer"], rep["phys"], rep["iova"], rep["size"])
         self.buffers.append(buf)
         return buf
+
+    def dma_attach(self, ioaddr: int) -> DmaBuffer:
+        """Map, for this program's CPU, the DMA buffer of this device that contains
+        ``ioaddr`` — one another program of the host allocated (multi-process drivers)."""
+        rep = self.tree.client.call(m.DmaAttach(client=self.tree.client.id, device=self.name,
+                                                ioaddr=ioaddr))
+        buf = DmaBuffer(self, rep["buffer"], rep["phys"], rep["iova"], rep["size"],
+                        owned=False)
+        self.buffers.append(buf)
+        return buf
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the function's cross-process lock (e.g. around a shared admin queue)."""
+        fd = self._lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int:
+        if self._lock < 0:
+            path = object_path(self.tree.cluster, f"{self.tree.host}.{self.name}.lock")
+            self._lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._lock
 
     def peer_map(self, other: PciDevice, bar: int) -> int:
         """The I/O address this device uses to reach ``other``'s BAR (peer-to-peer)."""
@@ -256,6 +292,9 @@ class LocalDevice:
         for mp in self._bar_maps.values():
             mp.unmap()
         self._bar_maps.clear()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def __enter__(self) -> LocalDevice:
         return self

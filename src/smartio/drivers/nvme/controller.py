@@ -79,8 +79,14 @@ def parse_identify_namespace(nsid: int, b: bytes) -> NamespaceInfo:
 class Controller:
     """An NVMe controller driven from userspace (libnvm / pynvme style)."""
 
-    def __init__(self, device: PciDevice, *, io_queues: int | None = None) -> None:
+    def __init__(self, device: PciDevice, *, io_queues: int | None = None,
+                 attach: bool = False) -> None:
+        """Bring the controller up (reset it), or with ``attach`` join one that another
+        process of this host brought up (SPDK's secondary processes): no reset, the admin
+        queue is shared under the function's cross-process lock, and each process creates
+        its own I/O queue pairs."""
         self.device = device
+        self.attached = attach
         device.enable(memory=True, bus_master=True)
         self.bar = device.map_bar(0)
         self.regs32 = self.bar.cast("I")
@@ -95,12 +101,19 @@ class Controller:
         self._cid = 0
         self.admin_sq: SubmissionQueue | None = None
         self.admin_cq: CompletionQueue | None = None
-        self.reset()
+        if attach:
+            self._attach_admin()
+        else:
+            self.reset()
         self.info = self.identify_controller()
         self.max_transfer = (PAGE << self.info.mdts) if self.info.mdts else 1 << 30
         want = io_queues or 31
-        nsqa, ncqa = self.set_num_queues(want)
-        self.io_queues = min(nsqa, ncqa, want)
+        if attach:
+            dw0 = self.get_features(spec.FEAT_NUM_QUEUES)
+            nsqa, ncqa = (dw0 & 0xFFFF) + 1, (dw0 >> 16) + 1
+        else:
+            nsqa, ncqa = self.set_num_queues(want)
+        self.io_queues = min(nsqa, ncqa) if attach else min(nsqa, ncqa, want)
         self._free_qids = list(range(self.io_queues, 0, -1))
         self.qpairs: dict[int, object] = {}
         self.namespaces = {nsid: self.identify_namespace(nsid) for nsid in self.active_nsids()}
@@ -142,6 +155,10 @@ class Controller:
 
     def reset(self) -> None:
         """Disable, set up the admin queue pair, enable (controller reset)."""
+        with self.device.exclusive():
+            self._reset()
+
+    def _reset(self) -> None:
         self._write32(spec.REG_CC, self._read32(spec.REG_CC) & ~spec.CC_EN)
         self._wait_csts(spec.CSTS_RDY, 0, "disable")
         if self.admin_sq is None:
@@ -159,6 +176,31 @@ class Controller:
         self._write32(spec.REG_CC, spec.CC_IOSQES | spec.CC_IOCQES | spec.CC_EN)
         self._wait_csts(spec.CSTS_RDY, spec.CSTS_RDY, "enable")
 
+    def _attach_admin(self) -> None:
+        """Join the admin queue pair another process set up (registers tell where)."""
+        if not self._read32(spec.REG_CSTS) & spec.CSTS_RDY:
+            raise IllegalOperation("cannot attach: the controller is not enabled (CSTS.RDY=0);"
+                                   " bring it up in one process first")
+        aqa = self._read32(spec.REG_AQA)
+        sq_depth, cq_depth = (aqa & 0xFFF) + 1, ((aqa >> 16) & 0xFFF) + 1
+        asq, acq = self._read64(spec.REG_ASQ), self._read64(spec.REG_ACQ)
+        sq_mem, cq_mem = self.device.dma_attach(asq), self.device.dma_attach(acq)
+        if sq_mem.ioaddr != asq or cq_mem.ioaddr != acq:
+            raise IllegalOperation("cannot attach: the admin queues do not start their buffers")
+        self.admin_sq = SubmissionQueue(0, sq_depth, sq_mem, self.doorbell(0, False))
+        self.admin_cq = CompletionQueue(0, cq_depth, cq_mem, self.doorbell(0, True))
+
+    def _sync_admin(self) -> None:
+        """Take up the admin queue state other processes left (under the lock): the tail
+        and head are the doorbells' last values, the phase follows from the CQ memory."""
+        sq, cq = self.admin_sq, self.admin_cq
+        assert sq is not None and cq is not None
+        sq.tail = sq.doorbell[0] % sq.depth
+        cq.head = cq.doorbell[0] % cq.depth
+        last = (cq.head - 1) % cq.depth
+        phase = cq.view[last * spec.CQE_SIZE + 14] & 1
+        cq.phase = phase if cq.head else phase ^ 1
+
     def shutdown(self) -> None:
         """Normal shutdown (CC.SHN = 01b), waiting for CSTS.SHST = complete."""
         self._write32(spec.REG_CC, self._read32(spec.REG_CC) | spec.CC_SHN_NORMAL)
@@ -174,6 +216,14 @@ class Controller:
               cdw10: int = 0, cdw11: int = 0, cdw12: int = 0, cdw13: int = 0,
               cdw14: int = 0, cdw15: int = 0, check: bool = True) -> Completion:
         """Submit an admin command and wait for its completion (bounded by CAP.TO)."""
+        with self.device.exclusive():  # the admin queue may be shared between processes
+            self._sync_admin()
+            return self._admin(opcode, what, nsid, prp1, prp2, cdw10, cdw11, cdw12, cdw13,
+                               cdw14, cdw15, check)
+
+    def _admin(self, opcode: int, what: str, nsid: int, prp1: int, prp2: int, cdw10: int,
+               cdw11: int, cdw12: int, cdw13: int, cdw14: int, cdw15: int,
+               check: bool) -> Completion:
         sq, cq = self.admin_sq, self.admin_cq
         assert sq is not None and cq is not None
         cid = self.next_cid()
@@ -268,9 +318,12 @@ class Controller:
         self.admin(spec.ADM_DELETE_SQ, f"Delete I/O SQ {qid}", cdw10=qid)
         self.admin(spec.ADM_DELETE_CQ, f"Delete I/O CQ {qid}", cdw10=qid)
 
-    def close(self, *, shutdown: bool = True) -> None:
+    def close(self, *, shutdown: bool | None = None) -> None:
+        """Delete this process's queue pairs; shut the controller down unless attached."""
         for qp in list(self.qpairs.values()):
             qp.close()  # type: ignore[attr-defined]
+        if shutdown is None:
+            shutdown = not self.attached
         if shutdown:
             try:
                 self.shutdown()

@@ -26,20 +26,27 @@ class QueuePair:
     def __init__(self, ctrl: Controller, depth: int = 64, vector: int | None = None) -> None:
         self.ctrl = ctrl
         self.depth = min(depth, ctrl.mqes)
-        self.qid = ctrl.alloc_qid()
         dev = ctrl.device
         self.sq_mem = dev.dma_alloc(self.depth * spec.SQE_SIZE)
         self.cq_mem = dev.dma_alloc(self.depth * spec.CQE_SIZE)
         self.prp_mem = dev.dma_alloc(self.depth * PAGE)  # one PRP-list page per slot
+        # Another process may hold a queue id this process thinks free: try the next one.
+        while True:
+            self.qid = ctrl.alloc_qid()
+            try:
+                ctrl.create_io_queues(self.qid, self.depth, self.sq_mem, self.cq_mem, vector)
+                break
+            except NvmeError as e:
+                if e.code == "NVME_SC_QID_INVALID" and ctrl.attached:
+                    continue  # in use elsewhere; leave it out of our free list
+                ctrl.release_qid(self.qid)
+                for mem in (self.sq_mem, self.cq_mem, self.prp_mem):
+                    mem.free()
+                raise
         self.sq = SubmissionQueue(self.qid, self.depth, self.sq_mem, ctrl.doorbell(self.qid,
                                                                                    False))
         self.cq = CompletionQueue(self.qid, self.depth, self.cq_mem, ctrl.doorbell(self.qid,
                                                                                    True))
-        try:
-            ctrl.create_io_queues(self.qid, self.depth, self.sq_mem, self.cq_mem, vector)
-        except NvmeError:
-            ctrl.release_qid(self.qid)
-            raise
         self._free = list(range(self.depth - 2, -1, -1))  # one SQ slot always stays empty
         self._what: dict[int, str] = {}
         self._done: dict[int, Completion] = {}
