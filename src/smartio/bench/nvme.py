@@ -64,11 +64,15 @@ def run_ours(host: str, device: str, cluster: str | None, seconds: float = 2.0,
                 start = time.perf_counter()
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
-                    for c in qp.take_completions():
+                    batch = qp.take_completions()
+                    # Take every finished slot first: a CID is reused as soon as it is free.
+                    slots = []
+                    for c in batch:
                         if not c.ok:
                             raise SmartIOError(f"read failed: {c}")
-                        s = slot_of.pop(c.cid)
-                        done += 1
+                        slots.append(slot_of.pop(c.cid))
+                    done += len(slots)
+                    for s in slots:
                         ncid = ns.submit_read(qp, buf, rng.randrange(nblocks) * per, per,
                                               s * BLOCK)
                         slot_of[ncid] = s
@@ -118,7 +122,8 @@ def run_nbdkit(size: int, seconds: float = 2.0) -> dict[str, Any]:
                      f"--runtime={seconds}", "--ramp_time=0.5", "--norandommap",
                      "--output-format=json", "--percentile_list=50:99"],
                     capture_output=True, text=True, check=True)
-                job = json.loads(res.stdout)["jobs"][0]["read"]
+                # fio's nbd engine prints a line of its own before the JSON document.
+                job = json.loads(res.stdout[res.stdout.index("{"):])["jobs"][0]["read"]
                 pct = job["clat_ns"]["percentile"]
                 out[f"qd{qd}"] = {"iops": job["iops"], "median_us": pct["50.000000"] / 1000,
                                   "p99_us": pct["99.000000"] / 1000}

@@ -62,6 +62,7 @@ class MemoryObject:
             raise IllegalParameter(f"memory object {self.path} is {st.st_size} bytes; "
                                    f"expected at least {size}")
         self._mm: mmap.mmap | None = None
+        self._view: memoryview | None = None
         self.interrupt = False  # an interrupt controller's message window (see translate)
 
     def _create_filled(self, fill: int) -> None:
@@ -85,9 +86,17 @@ class MemoryObject:
 
     @property
     def view(self) -> memoryview:
-        return memoryview(self.mm)
+        """A writable memoryview of the whole object (one per object, made once)."""
+        v = self._view
+        if v is None:
+            v = self._view = memoryview(self.mm)
+        return v
 
     def close(self) -> None:
+        if self._view is not None:
+            with contextlib.suppress(BufferError):
+                self._view.release()
+            self._view = None
         if self._mm is not None:
             with contextlib.suppress(BufferError):
                 self._mm.close()
