@@ -87,6 +87,7 @@ def _ponger(cluster: str, host: str, addr: int, rounds: int, ready: Any) -> None
             while q[0] != i:
                 pass
             q[8] = i
+        q.release()
         m.unmap()
     finally:
         fab.close()
