@@ -40,6 +40,7 @@ from smartio.hw.devices.nvme.queues import (
     CQE_SIZE,
     CQE_STATUS,
     CQE_STATUS_OFFSET,
+    SQE,
     SQE_SIZE,
     Command,
     Completion,
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from smartio.hw.devices.nvme.controller import NvmeController
 
 log = logging.getLogger(__name__)
+
+
+_ZERO_PAGE = memoryview(bytes(65536))
 
 
 class QueueEngine:
@@ -225,15 +229,64 @@ class QueueEngine:
             if raw is None:
                 self._fatal(f"SQ {sq.qid} entry fetch failed at {addr:#x}")
                 return done
+            fast = self._fast_rw if sq.qid else None
             for i in range(count):
-                cmd = Command.parse(sq, raw, i * SQE_SIZE)
                 sq.sq_head = (sq.sq_head + 1) % sq.size
+                if fast is not None and fast(sq, raw, i * SQE_SIZE):
+                    continue
+                cmd = Command.parse(sq, raw, i * SQE_SIZE)
                 sq.outstanding += 1
                 self._execute(cmd)
                 if self.fsm.state is not State.READY:
                     return done + i + 1
             done += count
         return done
+
+    def _fast_rw(self, sq: SubmissionQueue, raw: bytes, off: int) -> bool:
+        """The common case done inline: a Read or Write of one PRP1 page on an instant
+        (RAM) namespace whose CQ has room and nothing waiting. Anything else — and any
+        failure — returns False and takes the general path, which also owns every error
+        status, so both paths answer identically."""
+        cdw0, nsid, _c2, _c3, _mptr, prp1, _prp2, c10, c11, c12, _c13, _c14, _c15 = \
+            SQE.unpack_from(raw, off)
+        opcode = cdw0 & 0xFF
+        if (opcode != 0x02 and opcode != 0x01) or cdw0 & 0xFF00 or c12 & 0xFFFF0000:
+            return False  # not Read/Write, or FUSE/PSDT set, or FUA/LR/PRINFO bits
+        ns = self._as_controller.namespaces.get(nsid)
+        cq = sq.cq
+        if ns is None or not ns.timeline.profile.instant or cq.waiting or cq.full():
+            return False
+        nlb = (c12 & 0xFFFF) + 1
+        slba = c10 | c11 << 32
+        nbytes = nlb << ns.lbads
+        page = self._as_controller.page_size
+        if nbytes > page - (prp1 & (page - 1)) or prp1 & 3 or not ns.in_range(slba, nlb):
+            return False
+        start = slba << ns.lbads
+        ctx = self.ctx
+        smart = self._as_controller.smart
+        if opcode == 0x02:
+            data = (_ZERO_PAGE[:nbytes] if ns.untouched(start, start + nbytes)
+                    else ns.view[start: start + nbytes])
+            if not ctx.dma_write(prp1, data):
+                return False
+            smart.read_commands += 1
+            smart.bytes_read += nbytes
+        else:
+            if not ctx.dma_read_into(prp1, ns.view[start: start + nbytes]):
+                return False
+            ns.mark_written(start, start + nbytes)
+            smart.write_commands += 1
+            smart.bytes_written += nbytes
+        addr = cq.base + cq.cq_tail * CQE_SIZE
+        if not (ctx.dma_write(addr, CQE_BODY.pack(0, 0, sq.sq_head, sq.qid, cdw0 >> 16))
+                and ctx.dma_write(addr + CQE_STATUS_OFFSET, CQE_STATUS.pack(cq.phase))):
+            self._fatal(f"CQ {cq.qid} entry post failed at {addr:#x}")
+            return True
+        cq.advance()
+        if cq.ien:
+            self._irq.add(cq.iv)
+        return True
 
     def _execute(self, cmd: Command) -> None:
         admin = cmd.sq.qid == 0

@@ -39,6 +39,25 @@ class Namespace:
         self.view = view
         self.timeline = Timeline(PROFILES[cfg.media])
         self._store = store
+        # RAM namespaces are sparse like a RAM disk's fresh pages: a read of a 4 KiB page
+        # never written is served from zeros without touching (faulting in) the mapping.
+        self.written: bytearray | None = (
+            bytearray((len(view) + 4095) >> 12) if store.kind == "ram" else None)
+
+    def mark_written(self, start: int, end: int) -> None:
+        """Record that bytes ``[start, end)`` of the namespace hold written data."""
+        w = self.written
+        if w is not None:
+            for page in range(start >> 12, ((end - 1) >> 12) + 1):
+                w[page] = 1
+
+    def untouched(self, start: int, end: int) -> bool:
+        """True when no byte of ``[start, end)`` was ever written (reads are zeros)."""
+        w = self.written
+        if w is None:
+            return False
+        first, last = start >> 12, (end - 1) >> 12
+        return not w[first] and (first == last or not any(w[first + 1: last + 1]))
 
     def in_range(self, slba: int, nlb: int) -> bool:
         """Whether blocks ``slba .. slba+nlb-1`` exist (Python ints: no 64-bit wrap)."""

@@ -69,6 +69,8 @@ def _rw(ctrl: NvmeController, cmd: Command, write: bool) -> Outcome:
     blocks = ns.blocks(slba, nlb)
     ok = read_host(ctrl.ctx, segs, blocks) if write else write_host(ctrl.ctx, segs, blocks)
     blocks.release()
+    if write and ok:
+        ns.mark_written(slba << ns.lbads, (slba + nlb) << ns.lbads)
     if not ok:
         log.debug("nvme_err_dma: %s slba=%#x", "write" if write else "read", slba)
         return Outcome(Status.DATA_TRANSFER_ERROR.value)
