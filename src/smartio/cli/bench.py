@@ -81,3 +81,22 @@ def dma_cmd(max_size: str, as_json: bool) -> None:
         t.add_row(format_size(r["size"]), f"{r['write_gbps']:.2f}", f"{r['read_gbps']:.2f}",
                   str(r["reps"]))
     console().print(t)
+
+
+@bench.command("idle")
+@click.option("--topology", default="back-to-back", show_default=True, metavar="FILE|PRESET")
+@click.option("--seconds", default=5.0, show_default=True, help="Quiet interval measured.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def idle_cmd(topology: str, seconds: float, as_json: bool) -> None:
+    """CPU used by an idle cluster's daemons and device engines (% of one core)."""
+    from smartio.bench.idle import bench_idle
+
+    res = bench_idle(topology, seconds)
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        return
+    t = Table("process", "% of one core", title=f"idle cluster ({res['topology']}, "
+              f"{res['seconds']:.1f} s)")
+    for k, v in res["percent_of_core"].items():
+        t.add_row(k, f"{v:.2f}")
+    console().print(t)
