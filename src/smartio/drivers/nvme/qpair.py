@@ -20,6 +20,16 @@ from smartio.errors import IllegalParameter, OutOfRange
 from smartio.lending import DmaBuffer
 
 
+def _describe(what: str | tuple[str, int, int, int] | None) -> str:
+    """A command's description, built only when it is needed (errors, timeouts)."""
+    if what is None:
+        return "command"
+    if isinstance(what, str):
+        return what
+    name, nsid, lba, count = what
+    return f"{name} ns {nsid} lba {lba}+{count}"
+
+
 class QueuePair:
     """An I/O submission/completion queue pair."""
 
@@ -48,7 +58,7 @@ class QueuePair:
         self.cq = CompletionQueue(self.qid, self.depth, self.cq_mem, ctrl.doorbell(self.qid,
                                                                                    True))
         self._free = list(range(self.depth - 2, -1, -1))  # one SQ slot always stays empty
-        self._what: dict[int, str] = {}
+        self._what: dict[int, str | tuple[str, int, int, int]] = {}
         self._done: dict[int, Completion] = {}
         self.outstanding = 0
         ctrl.qpairs[self.qid] = self
@@ -72,9 +82,10 @@ class QueuePair:
         struct.pack_into(f"<{len(pages)}Q", self.prp_mem.view, off, *pages)
         return ioaddr, self.prp_mem.ioaddr + off
 
-    def submit(self, opcode: int, what: str, *, nsid: int = 0, buf: DmaBuffer | None = None,
-               offset: int = 0, nbytes: int = 0, cdw10: int = 0, cdw11: int = 0,
-               cdw12: int = 0, cdw13: int = 0, prp1: int = 0, prp2: int = 0) -> int:
+    def submit(self, opcode: int, what: str | tuple[str, int, int, int], *, nsid: int = 0,
+               buf: DmaBuffer | None = None, offset: int = 0, nbytes: int = 0,
+               cdw10: int = 0, cdw11: int = 0, cdw12: int = 0, cdw13: int = 0,
+               prp1: int = 0, prp2: int = 0) -> int:
         """Queue one command and ring the doorbell; returns its CID. The data pointer comes
         from ``buf`` (PRPs built here) or, for raw commands, from ``prp1``/``prp2``."""
         if not self._free:
@@ -135,13 +146,13 @@ class QueuePair:
                     deadline = time.monotonic() + limit
                 elif spins > 64 and spins % 64 == 0:
                     if time.monotonic() > deadline:
-                        raise NvmeTimeout(f"{self._what.get(cid, 'command')} (cid {cid}, queue "
+                        raise NvmeTimeout(f"{_describe(self._what.get(cid))} (cid {cid}, queue "
                                           f"{self.qid}) did not complete within {limit:g} s")
                     time.sleep(0)
         c = done.pop(cid)
-        what = self._what.pop(cid, "command")
+        what = self._what.pop(cid, None)
         if check and not c.ok:
-            raise NvmeError(what, c.sct, c.sc, c.dnr)
+            raise NvmeError(_describe(what), c.sct, c.sc, c.dnr)
         return c
 
     def close(self) -> None:
@@ -190,7 +201,7 @@ class Namespace:
         if nbytes > self.ctrl.max_transfer:
             raise IllegalParameter(f"{nbytes} bytes exceed the controller's MDTS "
                                    f"({self.ctrl.max_transfer} bytes)")
-        what = f"{'Read' if opcode == spec.NVM_READ else 'Write'} ns {self.nsid} lba {lba}+{count}"
+        what = ("Read" if opcode == spec.NVM_READ else "Write", self.nsid, lba, count)
         return qp.submit(opcode, what, nsid=self.nsid, buf=buf, offset=offset, nbytes=nbytes,
                          cdw10=lba & 0xFFFFFFFF, cdw11=lba >> 32, cdw12=count - 1)
 
