@@ -231,3 +231,16 @@ def test_program_exit_returns_its_dma_memory(b2b: RunDir) -> None:
         c.close(shutdown=False)
     after = {h["host"]: h["pool_used"] for h in cluster_status(b2b.cluster)["hosts"]}
     assert after == before
+
+
+def test_failed_bring_up_reports_its_own_error(b2b: RunDir) -> None:
+    """A controller that cannot come up (here: the GPU is no NVMe) raises its real error,
+    and closing the device tree afterwards does not replace it with Busy."""
+    from smartio.errors import Busy, SmartIOError
+
+    tree = DeviceTree("lender", b2b.cluster, "wrong-device")
+    dev = tree.open("gpu0")
+    with pytest.raises(SmartIOError) as e:
+        Controller(dev, io_queues=1)
+    assert not isinstance(e.value, Busy)
+    tree.close()  # releases everything: no Busy from leftover views

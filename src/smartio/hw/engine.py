@@ -68,6 +68,7 @@ class Engine:
     def run(self) -> None:
         idle = 0
         poll = self.model.poll
+        busy = getattr(self.model, "busy", lambda: False)
         while not self.stop:
             self.polls += 1
             if poll():
@@ -83,7 +84,7 @@ class Engine:
                 if os.getppid() != self.parent:
                     log.warning("engine_orphaned: %s: its host daemon is gone", self.ctx.name)
                     break
-            if idle < SPIN_POLLS:
+            if idle < SPIN_POLLS or busy():  # held completions: stay awake for their time
                 os.sched_yield()
             else:
                 time.sleep(min(MAX_SLEEP, 0.00005 * (idle - SPIN_POLLS + 1)))

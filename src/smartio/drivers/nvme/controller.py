@@ -101,6 +101,13 @@ class Controller:
         self._cid = 0
         self.admin_sq: SubmissionQueue | None = None
         self.admin_cq: CompletionQueue | None = None
+        try:
+            self._bring_up(attach, io_queues)
+        except BaseException:
+            self._release_views()  # so that closing the device cannot hide this error
+            raise
+
+    def _bring_up(self, attach: bool, io_queues: int | None) -> None:
         if attach:
             self._attach_admin()
         else:
@@ -329,11 +336,14 @@ class Controller:
                 self.shutdown()
             except NvmeTimeout as e:
                 log.warning("err_shutdown: %s", e)
+        self._release_views()
+        self.device.close()
+
+    def _release_views(self) -> None:
         for q in (self.admin_sq, self.admin_cq):
             if q is not None:
                 q.release()
         self.regs32.release()
-        self.device.close()
 
 
 __all__ = ["Controller", "ControllerInfo", "NamespaceInfo"]

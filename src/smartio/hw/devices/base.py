@@ -68,5 +68,8 @@ class DeviceModel(Protocol):
         """Flush and release backing resources (files) before the engine exits."""
         ...
 
+    # Optional: ``busy() -> bool`` — work is pending on a timer (e.g. completions held for
+    # their media latency), so the engine keeps polling instead of sleeping.
+
 
 __all__ = ["DeviceContext", "DeviceModel"]

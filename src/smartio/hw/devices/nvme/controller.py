@@ -145,6 +145,10 @@ class NvmeController(QueueEngine):
                 self._irq.clear()
         return did
 
+    def busy(self) -> bool:
+        """Completions are held for their media time (the engine must not sleep past it)."""
+        return bool(self._heap)
+
     def reset(self) -> None:
         """Function-level reset: power-on registers, no queues, MSI-X entries masked.
 
