@@ -90,18 +90,18 @@ class Controller:
         device.enable(memory=True, bus_master=True)
         self.bar = device.map_bar(0)
         self.regs32 = self.bar.cast("I")
-        cap = self._read64(spec.REG_CAP)
-        self.mqes = (cap & 0xFFFF) + 1
-        self.timeout = max(0.5, ((cap >> 24) & 0xFF) * 0.5)
-        self.dstrd = 4 << ((cap >> 32) & 0xF)
-        self.mpsmin = 1 << (12 + ((cap >> 48) & 0xF))
-        if self.mpsmin != PAGE:
-            raise IllegalOperation(f"controller's minimum page size is {self.mpsmin}; this "
-                                   "driver uses 4 KiB pages")
         self._cid = 0
         self.admin_sq: SubmissionQueue | None = None
         self.admin_cq: CompletionQueue | None = None
         try:
+            cap = self._read64(spec.REG_CAP)
+            self.mqes = (cap & 0xFFFF) + 1
+            self.timeout = max(0.5, ((cap >> 24) & 0xFF) * 0.5)
+            self.dstrd = 4 << ((cap >> 32) & 0xF)
+            self.mpsmin = 1 << (12 + ((cap >> 48) & 0xF))
+            if self.mpsmin != PAGE:
+                raise IllegalOperation(f"controller's minimum page size is {self.mpsmin}; "
+                                       "this driver uses 4 KiB pages (is this an NVMe?)")
             self._bring_up(attach, io_queues)
         except BaseException:
             self._release_views()  # so that closing the device cannot hide this error
