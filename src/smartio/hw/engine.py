@@ -42,8 +42,14 @@ def make_model(ctx: FabricContext, model: str, params: dict[str, Any],
 
         return NvmeController(ctx, params, data_dir)
     if model == "gpu":
+        import importlib
+
         from smartio.hw.devices.gpu import GpuModel
 
+        # Named kernels a host program launches through the ring must be registered in
+        # the engine's process: SMARTIO_GPU_KERNELS lists modules that register them.
+        for mod in filter(None, os.environ.get("SMARTIO_GPU_KERNELS", "").split(",")):
+            importlib.import_module(mod.strip())
         return GpuModel(ctx, params)
     raise IllegalParameter(f"no device engine for model {model!r} (function {ctx.name})")
 
