@@ -34,6 +34,7 @@ import zmq.asyncio
 from smartio.cluster import messages as m
 from smartio.cluster.devices import DeviceHandlers
 from smartio.cluster.handlers import Handlers
+from smartio.cluster.io import IoHandlers
 from smartio.cluster.rundir import RunDir, pid_alive
 from smartio.errors import NotRunning, ProtocolError, SmartIOError, Timeout
 from smartio.hw.fabric import Fabric
@@ -114,7 +115,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class NodeDaemon(Handlers, DeviceHandlers):
+class NodeDaemon(Handlers, IoHandlers, DeviceHandlers):
     """The daemon of one host. Use as ``asyncio.run(NodeDaemon(cfg).run())``."""
 
     def __init__(self, cfg: NodeConfig) -> None:
