@@ -16,10 +16,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import statistics
 import time
 from typing import Any
 
+from smartio.bench.pingpong import ping, pong, stats
 from smartio.hw.fabric import Fabric
 from smartio.hw.ids import Requester
 from smartio.hw.mapping import map_cpu
@@ -83,10 +83,7 @@ def _ponger(cluster: str, host: str, addr: int, rounds: int, ready: Any) -> None
         m = map_cpu(fab, host, addr, PAGE_SIZE)
         q = m.view.cast("Q")
         ready.set()
-        for i in range(1, rounds + 1):
-            while q[0] != i:
-                pass
-            q[8] = i
+        pong(q, rounds)
         q.release()
         m.unmap()
     finally:
@@ -106,14 +103,7 @@ def pingpong(fab: Fabric, ping_host: str, ping_addr: int, rounds: int) -> list[i
     try:
         if not ready.wait(30):
             raise RuntimeError("ping-pong partner did not start")
-        samples = []
-        clock = time.perf_counter_ns
-        for i in range(1, rounds + 1):
-            t0 = clock()
-            q[0] = i
-            while q[8] != i:
-                pass
-            samples.append(clock() - t0)
+        samples = ping(q, rounds)
         child.join(10)
     finally:
         if child.is_alive():
@@ -122,12 +112,6 @@ def pingpong(fab: Fabric, ping_host: str, ping_addr: int, rounds: int) -> list[i
         q.release()
         m.unmap()
     return samples[rounds // 10:]  # drop warm-up
-
-
-def _stats(samples: list[int]) -> dict[str, float]:
-    s = sorted(samples)
-    return {"median_us": statistics.median(s) / 1000, "p99_us": s[int(len(s) * 0.99)] / 1000,
-            "n": len(s)}
 
 
 def run(rounds: int = 20000, reps: int = 2, seconds: float = 0.5) -> dict[str, Any]:
@@ -143,7 +127,7 @@ def run(rounds: int = 20000, reps: int = 2, seconds: float = 0.5) -> dict[str, A
         for _ in range(reps):  # interleave to share the machine's drift
             local += pingpong(fab, LENDER, PING_PAGE, rounds)
             remote += pingpong(fab, BORROWER, window + PING_PAGE, rounds)
-        ls, rs = _stats(local), _stats(remote)
+        ls, rs = stats(local), stats(remote)
         result["pingpong"] = {
             "local": ls, "remote": rs,
             "remote_local_median_ratio": rs["median_us"] / ls["median_us"],

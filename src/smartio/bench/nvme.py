@@ -14,24 +14,18 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from smartio.bench.pingpong import stats
 from smartio.drivers.nvme import Controller, Namespace, QueuePair
 from smartio.errors import SmartIOError
 from smartio.lending import DeviceTree
 
 BLOCK = 4096
-
-
-def _stats(ns: list[int]) -> dict[str, float]:
-    s = sorted(ns)
-    return {"median_us": statistics.median(s) / 1000, "p99_us": s[int(len(s) * 0.99)] / 1000,
-            "mean_us": statistics.fmean(s) / 1000, "n": len(s)}
 
 
 def run_ours(host: str, device: str, cluster: str | None, seconds: float = 2.0,
@@ -54,7 +48,7 @@ def run_ours(host: str, device: str, cluster: str | None, seconds: float = 2.0,
                     t0 = clock()
                     qp.wait(ns.submit_read(qp, buf, lba, per))
                     lat.append(clock() - t0)
-                qd1 = _stats(lat[len(lat) // 20:])
+                qd1 = stats(lat[len(lat) // 20:])
                 # QD32: keep qd reads in flight.
                 slot_of: dict[int, int] = {}
                 for s in range(qd):

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from smartio import sisci
+from smartio.bench.pingpong import ping, pong, stats
 from smartio.cluster.launcher import cluster_down, cluster_up
 
 SEGMENT_ID = 0x5E6
@@ -34,10 +35,7 @@ def _ponger(cluster: str, host: str, rounds: int, ready: Any, go: Any) -> None:
         q = seg.map().view.cast("Q")
         ready.set()
         go.wait()
-        for i in range(1, rounds + 1):
-            while q[0] != i:
-                pass
-            q[8] = i
+        pong(q, rounds)
         q.release()
 
 
@@ -46,14 +44,7 @@ def _pinger(cluster: str, host: str, node_id: int, rounds: int, out: Any) -> Non
         rs = sd.connect_segment(node_id, SEGMENT_ID, 0, timeout=10)
         mp_ = rs.map()
         q = mp_.view.cast("Q")
-        samples = []
-        clock = time.perf_counter_ns
-        for i in range(1, rounds + 1):
-            t0 = clock()
-            q[0] = i
-            while q[8] != i:
-                pass
-            samples.append(clock() - t0)
+        samples = ping(q, rounds)
         q.release()
         out.send(samples[rounds // 10:])
 
@@ -84,12 +75,6 @@ def pingpong(cluster: str, owner: str, host: str, node_id: int, rounds: int) -> 
                 if p.is_alive():
                     p.kill()
                     p.join()
-
-
-def stats(ns: list[int]) -> dict[str, float]:
-    s = sorted(ns)
-    return {"median_us": statistics.median(s) / 1000, "p99_us": s[int(len(s) * 0.99)] / 1000,
-            "n": len(s)}
 
 
 def bench_segment(rounds: int = 20000, reps: int = 2) -> dict[str, Any]:

@@ -102,7 +102,8 @@ def fabric_part(con: Console, topo: TopologySpec, cluster: str) -> None:
 
 def cluster_part(con: Console, topo_ref: str, cluster: str) -> None:
     from smartio import sisci
-    from smartio.bench.sisci import pingpong, stats
+    from smartio.bench.pingpong import stats
+    from smartio.bench.sisci import pingpong
     from smartio.cluster.launcher import cluster_down, cluster_status, cluster_up
 
     con.rule("[bold]6. Start the cluster: one daemon per host")

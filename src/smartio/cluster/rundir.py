@@ -20,6 +20,7 @@ from pathlib import Path
 
 from smartio.errors import NotRunning
 from smartio.hw.memory import check_cluster_name
+from smartio.hw.state import pid_alive
 from smartio.hw.topology import TopologySpec, loads_topology
 
 DEFAULT_CLUSTER = "default"
@@ -108,15 +109,6 @@ class RunDir:
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(self.path)
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` runs and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 __all__ = ["DEFAULT_CLUSTER", "RunDir", "base_dir", "cluster_name", "data_dir", "pid_alive"]

@@ -149,7 +149,7 @@ class FabricState:
                 w = MAPPER_BASE + 2 * s
                 # Never share a slot with another mapper of this same process (a second
                 # Fabric handle): its release would stop link_set waiting for ours.
-                if self.q[w] == 0 or not _alive(self.q[w]):
+                if self.q[w] == 0 or not pid_alive(self.q[w]):
                     self.q[w] = pid
                     self.q[w + 1] = self.q[H_GEN]
                     return s
@@ -170,7 +170,7 @@ class FabricState:
             w = MAPPER_BASE + 2 * s
             pid = self.q[w]
             if pid and self.q[w + 1] < gen:
-                if _alive(pid):
+                if pid_alive(pid):
                     out.append(pid)
                 else:
                     self.q[w] = 0
@@ -182,7 +182,7 @@ class FabricState:
         self.obj.close()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True when ``pid`` runs (a zombie that exited but was not reaped counts as dead)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -191,5 +191,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["MC_FLAG", "MC_GROUPS", "MC_GROUP_WORDS", "MC_MEMBERS", "VALID", "AdapterLayout",
-           "FabricState", "IommuLayout"]
+__all__ = [
+    "MC_FLAG",
+    "MC_GROUPS",
+    "MC_GROUP_WORDS",
+    "MC_MEMBERS",
+    "VALID",
+    "AdapterLayout",
+    "FabricState",
+    "IommuLayout",
+    "pid_alive",
+]
