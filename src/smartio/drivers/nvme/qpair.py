@@ -198,6 +198,8 @@ class Namespace:
         nbytes = count * self.lba_size
         if count < 1 or count > 0x10000:
             raise IllegalParameter(f"{count} blocks; expected 1..65536")
+        if lba < 0:  # (a range past the end is the controller's to refuse: LBA_RANGE)
+            raise IllegalParameter(f"negative LBA {lba}; expected 0..{self.blocks - 1}")
         if nbytes > self.ctrl.max_transfer:
             raise IllegalParameter(f"{nbytes} bytes exceed the controller's MDTS "
                                    f"({self.ctrl.max_transfer} bytes)")
