@@ -35,6 +35,7 @@ from smartio.cluster import messages as m
 from smartio.cluster.devices import DeviceHandlers
 from smartio.cluster.handlers import Handlers
 from smartio.cluster.io import IoHandlers
+from smartio.cluster.lending import LendingHandlers
 from smartio.cluster.rundir import RunDir, pid_alive
 from smartio.errors import NotRunning, ProtocolError, SmartIOError, Timeout
 from smartio.hw.fabric import Fabric
@@ -115,7 +116,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class NodeDaemon(Handlers, IoHandlers, DeviceHandlers):
+class NodeDaemon(Handlers, IoHandlers, DeviceHandlers, LendingHandlers):
     """The daemon of one host. Use as ``asyncio.run(NodeDaemon(cfg).run())``."""
 
     def __init__(self, cfg: NodeConfig) -> None:
@@ -139,6 +140,7 @@ class NodeDaemon(Handlers, IoHandlers, DeviceHandlers):
             self._dispatch[cls] = handler
         Handlers.__init__(self)
         DeviceHandlers.__init__(self)
+        LendingHandlers.__init__(self)
 
     # -- life cycle ------------------------------------------------------------------------
 

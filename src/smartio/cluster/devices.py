@@ -22,6 +22,7 @@ from smartio.hw.translate import MSI_SLOT
 from smartio.hw.units import PAGE_SIZE, align_down, align_up
 
 if TYPE_CHECKING:
+    from smartio.cluster.lending import Borrowed
     from smartio.hw.fabric import Fabric
     from smartio.node.driver import NodeDriver
 
@@ -57,6 +58,8 @@ class DeviceHandlers:
         fabric: Fabric
         driver: NodeDriver
 
+        def borrowed_device(self, client: str, device: str) -> Borrowed | None: ...
+
     def __init__(self) -> None:
         self.dma_buffers: dict[int, DmaBuffer] = {}
         self.domains: dict[str, DeviceDomain] = {}
@@ -87,6 +90,9 @@ class DeviceHandlers:
         return dom
 
     async def on_dma_alloc(self, msg: m.DmaAlloc) -> dict[str, Any]:
+        borrowed = self.borrowed_device(msg.client, msg.device)
+        if borrowed is not None:
+            return self._dma_alloc_borrowed(msg, borrowed)
         self._local_function(msg.device)
         if not 0 < msg.size <= self.driver.pool.size:
             raise IllegalParameter(f"DMA buffer of {msg.size} bytes; expected 1.."
@@ -99,6 +105,21 @@ class DeviceHandlers:
         dom = self._domain(msg.device)
         if dom is not None:
             self.fabric.iommus[self.host].map(dom.domain, iova, phys, size)
+        buf = DmaBuffer(next(self._buf_ids), msg.client, msg.device, phys, size, iova)
+        self.dma_buffers[buf.id] = buf
+        return {"buffer": buf.id, "phys": phys, "iova": iova, "size": size}
+
+    def _dma_alloc_borrowed(self, msg: m.DmaAlloc, b: Borrowed) -> dict[str, Any]:
+        """Host RAM for a borrowed function: inside the DMA window its lender prepared, so
+        the device-side address is computed here, with no message to the lender (§4.3)."""
+        size = align_up(msg.size, PAGE_SIZE)
+        phys = self.driver.pool.alloc(size)
+        if phys + size > b.dma_base + b.dma_size:
+            self.driver.pool.free(phys, size)
+            raise NoSpace(f"no room for {size} bytes inside the {b.dma_size >> 20} MiB DMA "
+                          f"window of {b.device}")
+        self.fabric.ram(self.host).view[phys: phys + size] = bytes(size)
+        iova = b.dma_window + (phys - b.dma_base)
         buf = DmaBuffer(next(self._buf_ids), msg.client, msg.device, phys, size, iova)
         self.dma_buffers[buf.id] = buf
         return {"buffer": buf.id, "phys": phys, "iova": iova, "size": size}
@@ -119,7 +140,8 @@ class DeviceHandlers:
 
     async def on_dma_attach(self, msg: m.DmaAttach) -> dict[str, Any]:
         """Find the buffer of ``device`` containing ``ioaddr`` (for a secondary process)."""
-        self._local_function(msg.device)
+        if self.borrowed_device(msg.client, msg.device) is None:
+            self._local_function(msg.device)
         for buf in self.dma_buffers.values():
             if buf.device == msg.device and buf.iova <= msg.ioaddr < buf.iova + buf.size:
                 return {"buffer": buf.id, "phys": buf.phys, "iova": buf.iova, "size": buf.size}
@@ -140,7 +162,10 @@ class DeviceHandlers:
         return {"ioaddr": msg.addr}
 
     async def on_msi_alloc(self, msg: m.MsiAlloc) -> dict[str, Any]:
-        self._local_function(msg.device)
+        borrowed = self.borrowed_device(msg.client, msg.device)
+        base = MSI_BASE if borrowed is None else borrowed.msi_window  # MSI window (§4.2)
+        if borrowed is None:
+            self._local_function(msg.device)
         self._domain(msg.device)  # with the IOMMU on, messages need the device's domain
         key = (msg.client, msg.device)
         if key in self.msi_slots:
@@ -150,7 +175,7 @@ class DeviceHandlers:
                           f"{len(self._free_slots)} message slots free")
         slots = [self._free_slots.pop() for _ in range(msg.count)]
         self.msi_slots[key] = slots
-        return {"vectors": [{"addr": MSI_BASE + MSI_SLOT * s, "data": s, "slot": s}
+        return {"vectors": [{"addr": base + MSI_SLOT * s, "data": s, "slot": s}
                             for s in slots]}
 
     async def on_msi_free(self, msg: m.MsiFree) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class Handlers:
 
         async def emit(self, client_id: str, event: m.Msg) -> None: ...
         def release_devices(self, client: str) -> None: ...
+        async def release_borrows(self, client: str) -> None: ...
         def peer(self, host: str) -> PeerLink: ...
 
     def __init__(self) -> None:
@@ -403,6 +404,7 @@ class Handlers:
             if q.client == client_id:
                 del self.queues[qid]
         self.release_devices(client_id)
+        await self.release_borrows(client_id)
         self.clients.pop(client_id, None)
         if client is not None:
             log.info("client_released: %s (%s): %d segments, %d connections, %d interrupts",

@@ -218,6 +218,20 @@ class MsiFree(Msg):
     device: str
 
 
+class Borrow(Msg):
+    """Borrow another host's function for this program (Device Lending, paper §4)."""
+
+    client: str
+    lender: str  # host
+    device: str  # function name on the lender
+
+
+class Return(Msg):
+    client: str
+    lender: str
+    device: str
+
+
 # -- daemon -> daemon ----------------------------------------------------------------------
 
 
@@ -255,6 +269,21 @@ class PeerTrigger(Msg):
     data: bool
     payload: bytes = b""
     node_id: int = 0
+
+
+class PeerBorrow(Msg):
+    """A borrower's daemon asks the lender to set up DMA and MSI windows for a function."""
+
+    host: str  # the borrower
+    adapter: str  # the borrower's adapter id the windows point at
+    device: str
+    dma_base: int  # borrower address the DMA window starts at (its segment pool)
+    dma_size: int
+
+
+class PeerReturn(Msg):
+    host: str
+    device: str
 
 
 class PeerGroupMembers(Msg):
@@ -296,7 +325,7 @@ Request = (Hello | Subscribe | Goodbye | Ping | Status | Shutdown | CreateSegmen
            | DisconnectInterrupt | TriggerInterrupt | CreateDmaQueue | RemoveDmaQueue | StartDma
            | LinkSet | DmaAlloc | DmaFree | DmaAttach | DmaMapPeer | MsiAlloc | MsiFree
            | PeerConnect | PeerDisconnect | PeerSegmentGone | PeerConnectInterrupt | PeerTrigger
-           | PeerGroupMembers)
+           | PeerGroupMembers | Borrow | Return | PeerBorrow | PeerReturn)
 Event = SegmentEvent | InterruptEvent | DmaEvent
 
 

@@ -173,10 +173,10 @@ class LocalDevice:
         """Map BAR ``index`` for the CPU (memory space must be enabled to decode it)."""
         mp = self._bar_maps.get(index)
         if mp is None:
-            bar = next((b for b in self.function.bars if b.index == index), None)
+            bar = next((b for b in self.bars() if b.index == index), None)
             if bar is None:
                 raise IllegalParameter(f"{self.name} has no BAR{index}")
-            mp = map_cpu(self.tree.fabric, self.tree.host, bar.base, bar.size)
+            mp = map_cpu(self.tree.fabric, self.tree.host, bar.addr, bar.size)
             self._bar_maps[index] = mp
         return mp.view
 
@@ -219,7 +219,7 @@ class LocalDevice:
 
     def _lock_fd(self) -> int:
         if self._lock < 0:
-            path = object_path(self.tree.cluster, f"{self.tree.host}.{self.name}.lock")
+            path = object_path(self.tree.cluster, f"{self.function.host}.{self.name}.lock")
             self._lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         return self._lock
 

@@ -10,12 +10,16 @@ here as shadow devices implementing the same interface.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from smartio.cluster.client import DaemonClient
 from smartio.errors import NotFound
 from smartio.hw.fabric import Fabric
 from smartio.hw.ids import BDF
 from smartio.lending.device import BarRegion, LocalDevice
+
+if TYPE_CHECKING:
+    from smartio.lending.shadow import ShadowDevice
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,17 @@ class DeviceTree:
                               if f.kind == "endpoint")
             raise NotFound(f"host {self.host} has no device {ref!r}; devices: {names or 'none'}")
         dev = LocalDevice(self, fn)
+        self.devices.append(dev)
+        return dev
+
+    def borrow(self, lender: str, device: str) -> ShadowDevice:
+        """Borrow ``device`` of host ``lender``: a shadow device drivers use as if local."""
+        from smartio.cluster import messages as m
+        from smartio.lending.shadow import ShadowDevice
+
+        info = self.client.call(m.Borrow(client=self.client.id, lender=lender, device=device))
+        fn = self.fabric.maps[lender].functions[device]
+        dev = ShadowDevice(self, fn, lender, info)
         self.devices.append(dev)
         return dev
 
