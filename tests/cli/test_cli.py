@@ -108,6 +108,8 @@ def test_demo_default_runs_the_cluster_part() -> None:
     assert "data written before the fault intact: True" in out
     assert out.count("reads 'one write, many hosts'") == 3
     assert "data interrupt" in out and "remote/local median ratio" in out
+    assert "read it back: identical" in out  # the NVMe driver on node0's own NVMe
+    assert "read the pattern back into node1's RAM" in out and out.count("identical") >= 2
     assert "0 shared-memory objects left, run directory gone" in out
     assert list_cluster_objects(cluster) == []
 

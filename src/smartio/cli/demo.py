@@ -239,6 +239,26 @@ def nvme_part(con: Console, cluster: str, topo: TopologySpec) -> None:
                       f"{'identical' if ok else 'DIFFERENT'}")
         finally:
             ctrl.close(shutdown=False)
+    borrower = next((h.name for h in topo.hosts if h.name != host and h.adapters), None)
+    if borrower is not None:
+        con.rule(f"[bold]11b. The same driver on {borrower}, with {host}'s {nvme.name} borrowed")
+        with DeviceTree(borrower, cluster, "demo-borrower") as tree:
+            dev = tree.borrow(host, nvme.name)
+            ctrl = Controller(dev, io_queues=1)
+            try:
+                ns = Namespace(ctrl, 1)
+                with QueuePair(ctrl, 8) as qp:
+                    buf = dev.dma_alloc(64 * 1024)
+                    ns.read(qp, buf, 2048, len(buf.view) // ns.lba_size)
+                    ok = bytes(buf.view) == bytes(range(256)) * 256
+                    con.print(f"  shadow device {dev.bdf} ({dev.name} of {host}); its BAR0 at "
+                              f"{dev.bars()[0].addr:#x} in {borrower}'s NTB window")
+                    con.print(f"  read the pattern back into {borrower}'s RAM "
+                              f"(device-side address {buf.ioaddr:#x}): "
+                              f"{'identical' if ok else 'DIFFERENT'}")
+                    buf.free()
+            finally:
+                ctrl.close(shutdown=False)
     con.rule("[bold]12. 4 KiB random reads (short run)")
     res = run_ours(host, nvme.name, cluster, seconds=0.5)
     con.print(f"  QD1 median {res['qd1']['median_us']:.1f} µs (p99 {res['qd1']['p99_us']:.1f}), "
