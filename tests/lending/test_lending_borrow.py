@@ -27,7 +27,7 @@ def _usage(cluster: str) -> dict[str, tuple[list[int], list[int], int]]:
     st = cluster_status(cluster)
     return {h["host"]: ([a["lut_used"] for a in h["adapters"]],
                         [a["rid_used"] for a in h["adapters"]], h["requests"])
-            for h in st["hosts"]}
+            for h in st["hosts"] if "adapters" in h}  # (a dead daemon reports nothing)
 
 
 def test_driver_runs_unchanged_on_a_borrowed_nvme(b2b: RunDir) -> None:
@@ -130,3 +130,25 @@ def test_fabric_tables_hold_the_windows(b2b: RunDir) -> None:
             assert peers == {"borrower:ntb0"}
     finally:
         fab.close()
+
+
+def test_lender_takes_back_what_a_dead_borrower_host_held(
+        make_cluster: Callable[..., RunDir]) -> None:
+    """When the borrower's daemon dies, the lender clears the windows it had prepared."""
+    import os
+    import signal
+
+    rd = make_cluster("back-to-back")
+    base = _usage(rd.cluster)["lender"][:2]
+    tree = DeviceTree("borrower", rd.cluster, "orphaned")
+    tree.borrow("lender", "nvme0")
+    assert _usage(rd.cluster)["lender"][:2] != base
+    pid = rd.pid("borrower")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _usage(rd.cluster)["lender"][:2] != base:
+        assert time.monotonic() < deadline, "the lender kept the windows of a dead borrower"
+        time.sleep(0.1)
+    tree.fabric.close()
+    tree.client.close()

@@ -324,7 +324,7 @@ class NodeDaemon(Handlers, IoHandlers, DeviceHandlers, LendingHandlers):
         return any(c.peer_host == host or any(mh == host for mh, _, _ in c.members)
                    for c in self.sisci.connections.values()) or any(
             con.host == host for s in self.sisci.segments.values()
-            for con in s.connectors.values())
+            for con in s.connectors.values()) or any(k[0] == host for k in self.lent)
 
     async def _watch_links(self) -> None:
         while True:

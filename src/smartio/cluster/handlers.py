@@ -58,6 +58,7 @@ class Handlers:
         async def emit(self, client_id: str, event: m.Msg) -> None: ...
         def release_devices(self, client: str) -> None: ...
         async def release_borrows(self, client: str) -> None: ...
+        def forget_borrower(self, host: str) -> None: ...
         def peer(self, host: str) -> PeerLink: ...
 
     def __init__(self) -> None:
@@ -411,7 +412,9 @@ class Handlers:
                      client_id, client.name, len(segs), len(conns), len(ints))
 
     async def peer_gone(self, host: str) -> None:
-        """A peer daemon died: its segments are lost, its connections to us are dropped."""
+        """A peer daemon died: its segments are lost, its connections to us are dropped,
+        and what we lent to it is taken back."""
+        self.forget_borrower(host)
         for conn in list(self.sisci.connections.values()):
             if conn.peer_host == host and not conn.lost:
                 await self.on_peer_segment_gone(m.PeerSegmentGone(

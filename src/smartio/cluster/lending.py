@@ -171,6 +171,15 @@ class LendingHandlers:
                  dma.addr, msi.addr)
         return {"dma_window": dma.addr, "msi_window": msi.addr + (MSI_BASE - msi_base)}
 
+    def forget_borrower(self, host: str) -> None:
+        """A borrower's daemon died: take back everything lent to it."""
+        for key in [k for k in self.lent if k[0] == host]:
+            lent = self.lent.pop(key)
+            no = next((i for i, a in enumerate(self.driver.adapters)
+                       if any(r.adapter == a.id for r in lent.luts)), 0)
+            self._unlend(lent, no)
+            log.warning("lend_reclaimed: %s from dead borrower %s", lent.device, host)
+
     async def on_peer_return(self, msg: m.PeerReturn) -> dict[str, Any]:
         lent = self.lent.pop((msg.host, msg.device), None)
         if lent is not None:
