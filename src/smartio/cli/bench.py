@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
-import msgspec
 from rich.table import Table
 
-from smartio.cli import console
+from smartio.cli import console, echo_json
+
+
+def print_pingpong(res: dict[str, Any], column: str, title: str) -> None:
+    """The local/remote ping-pong table and the remote/local ratios."""
+    con = console()
+    t = Table(column, "median µs", "p99 µs", "samples", title=title)
+    for k in ("local", "remote"):
+        t.add_row(k, f"{res[k]['median_us']:.2f}", f"{res[k]['p99_us']:.2f}", str(res[k]["n"]))
+    con.print(t)
+    con.print(f"remote/local median ratio: {res['remote_local_median_ratio']:.3f} "
+              f"(p99 ratio {res['remote_local_p99_ratio']:.3f})")
 
 
 @click.group()
@@ -25,20 +37,14 @@ def fabric_cmd(rounds: int, reps: int, seconds: float, as_json: bool) -> None:
 
     res = run(rounds=rounds, reps=reps, seconds=seconds)
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        echo_json(res)
         return
     con = console()
     t = Table("translation", "look-ups/s", title="fabric translation (back-to-back preset)")
     for k, v in res["translation"].items():
         t.add_row(k.removesuffix("_per_s"), f"{v:,.0f}")
     con.print(t)
-    pp = res["pingpong"]
-    t = Table("mapping", "median µs", "p99 µs", "samples", title="8-byte ping-pong, 2 processes")
-    for k in ("local", "remote"):
-        t.add_row(k, f"{pp[k]['median_us']:.2f}", f"{pp[k]['p99_us']:.2f}", str(pp[k]["n"]))
-    con.print(t)
-    con.print(f"remote/local median ratio: {pp['remote_local_median_ratio']:.3f} "
-                  f"(p99 ratio {pp['remote_local_p99_ratio']:.3f})")
+    print_pingpong(res["pingpong"], "mapping", "8-byte ping-pong, 2 processes")
 
 
 @bench.command("segment")
@@ -51,16 +57,9 @@ def segment_cmd(rounds: int, reps: int, as_json: bool) -> None:
 
     res = bench_segment(rounds, reps)
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        echo_json(res)
         return
-    con = console()
-    t = Table("segment", "median µs", "p99 µs", "samples",
-              title="8-byte ping-pong between two programs (SISCI segment)")
-    for k in ("local", "remote"):
-        t.add_row(k, f"{res[k]['median_us']:.2f}", f"{res[k]['p99_us']:.2f}", str(res[k]["n"]))
-    con.print(t)
-    con.print(f"remote/local median ratio: {res['remote_local_median_ratio']:.3f} "
-              f"(p99 ratio {res['remote_local_p99_ratio']:.3f})")
+    print_pingpong(res, "segment", "8-byte ping-pong between two programs (SISCI segment)")
 
 
 @bench.command("dma")
@@ -74,7 +73,7 @@ def dma_cmd(max_size: str, as_json: bool) -> None:
     limit = parse_size(max_size)
     res = bench_dma([s for s in SIZES if s <= limit] or [limit])
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        echo_json(res)
         return
     t = Table("size", "write GB/s", "read GB/s", "reps", title=f"DMA queue: {res['direction']}")
     for r in res["rows"]:
@@ -93,7 +92,7 @@ def idle_cmd(topology: str, seconds: float, as_json: bool) -> None:
 
     res = bench_idle(topology, seconds)
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        echo_json(res)
         return
     t = Table("process", "% of one core", title=f"idle cluster ({res['topology']}, "
               f"{res['seconds']:.1f} s)")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 import click
-import msgspec
 from rich.table import Table
 
-from smartio.cli import console
+from smartio.cli import console, echo_json
 from smartio.hw.topology import DEFAULT_PRESET
 
 cluster_opt = click.option("--cluster", default=None, envvar="SMARTIO_CLUSTER",
@@ -42,7 +41,7 @@ def status_cmd(cluster: str | None, as_json: bool) -> None:
 
     st = cluster_status(cluster)
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(st), indent=2).decode())
+        echo_json(st)
         return
     con = console()
     con.print(f"cluster [bold]{st['cluster']}[/] topology {st['topology']} — run dir "

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import msgspec
 from rich.table import Table
 
-from smartio.cli import console
+from smartio.cli import console, echo_json
 
 host_opt = click.option("--host", required=True, envvar="SMARTIO_HOST",
                         help="The host whose devices to use (SMARTIO_HOST).")
@@ -79,7 +78,7 @@ def identify_cmd(host: str, cluster: str | None, device: str, as_json: bool) -> 
                "aerl": i.aerl, "sqes": i.sqes, "cqes": i.cqes, "nn": i.nn, "oncs": i.oncs,
                "vwc": i.vwc, "io_queues": ctrl.io_queues, "mqes": ctrl.mqes, "namespaces": nss}
         if as_json:
-            click.echo(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode())
+            echo_json(doc)
             return
         click.echo(f"NVME Identify Controller ({host} {device}):")
         for k in ("vid", "ssvid", "sn", "mn", "fr", "mdts", "cntlid", "ver", "oacs", "aerl",
@@ -168,7 +167,7 @@ def bench_cmd(host: str, cluster: str | None, device: str, seconds: float, peer:
     if peer == "nbdkit":
         res["nbdkit"] = run_nbdkit(ours["namespace_bytes"], seconds)
     if as_json:
-        click.echo(msgspec.json.format(msgspec.json.encode(res), indent=2).decode())
+        echo_json(res)
         return
     t = Table("path", "QD1 median µs", "QD1 p99 µs", "QD32 IOPS",
               title=f"4 KiB random read, {host} {device}")

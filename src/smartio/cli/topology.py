@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import msgspec
 from rich.table import Table
 from rich.tree import Tree
 
-from smartio.cli import console
+from smartio.cli import console, echo_json
 from smartio.hw.enumeration import HostMap, enumerate_all
 from smartio.hw.models import ADAPTERS, SWITCHES
 from smartio.hw.paths import PathFinder
@@ -119,7 +121,7 @@ def address_table(hmap: HostMap) -> Table:
     return table
 
 
-def topology_json(topo: TopologySpec, maps: dict[str, HostMap]) -> bytes:
+def topology_doc(topo: TopologySpec, maps: dict[str, HostMap]) -> dict[str, Any]:
     functions = []
     for hmap in maps.values():
         for fn in hmap.functions.values():
@@ -137,7 +139,7 @@ def topology_json(topo: TopologySpec, maps: dict[str, HostMap]) -> bytes:
                               "owner": r.owner, "bar": r.bar} for r in m.regions]
                          for h, m in maps.items()},
     }
-    return msgspec.json.format(msgspec.json.encode(doc), indent=2)
+    return doc
 
 
 @topology.command("show")
@@ -149,7 +151,7 @@ def show_cmd(topology_ref: str | None, as_json: bool, addresses: bool) -> None:
     topo = resolve_topology(topology_ref)
     maps = enumerate_all(topo)
     if as_json:
-        click.echo(topology_json(topo, maps).decode())
+        echo_json(topology_doc(topo, maps))
         return
     con = console()
     con.print(f"[bold]{topo.name}[/] — {topo.description}")
