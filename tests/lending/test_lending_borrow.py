@@ -152,3 +152,19 @@ def test_lender_takes_back_what_a_dead_borrower_host_held(
         time.sleep(0.1)
     tree.fabric.close()
     tree.client.close()
+
+
+def test_msix_of_a_borrowed_nvme_reaches_the_borrower(b2b: RunDir) -> None:
+    """A completion interrupt of the borrowed NVMe crosses the MSI window into the
+    borrower's interrupt controller (the borrower's IOMMU is on in this preset)."""
+    with DeviceTree("borrower", b2b.cluster, "irq-prog") as tree:
+        dev = tree.borrow("lender", "nvme0")
+        ctrl = Controller(dev, io_queues=1)
+        vectors = dev.msix_enable(2)
+        ns = Namespace(ctrl, 1)
+        with QueuePair(ctrl, 8, vector=1) as qp:
+            buf = dev.dma_alloc(4096)
+            ns.read(qp, buf, 0, 4096 // ns.lba_size)
+            assert vectors[1].wait(5) >= 1
+            buf.free()
+        ctrl.close()
